@@ -1,0 +1,196 @@
+"""Whole model folders: compress or decompress every shard, rewrite the index and
+config.json, copy everything else. Memory stays bounded by one tensor at a time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from . import _native
+from .errors import CodecError
+from .formats import normalize
+from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
+from .reading import declared_format
+from .targets import is_target
+
+# The compressed-tensors release whose on-disk layout sparse-bitmask output follows;
+# readers use `version` only to pick a layout.
+FORMAT_VERSION = "0.14.0.1"
+DEFAULT_TARGETS = ("Linear",)
+DEFAULT_IGNORE = ("lm_head",)
+
+
+def _prepare_output(src: Path, dst: Path, overwrite: bool) -> None:
+    if src.resolve() == dst.resolve():
+        raise CodecError(f"{dst}: output folder is the input folder; inputs are never modified")
+    if dst.exists() and any(dst.iterdir()) and not overwrite:
+        raise CodecError(f"{dst}: output folder is not empty (pass overwrite=True)")
+    dst.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_other_files(src: Path, dst: Path, skip: set[str]) -> list[str]:
+    copied = []
+    for entry in sorted(src.iterdir()):
+        if entry.name in skip or entry.name.startswith("."):
+            continue
+        if entry.is_file():
+            shutil.copy2(entry, dst / entry.name)
+            copied.append(entry.name)
+        elif entry.is_dir():
+            shutil.copytree(entry, dst / entry.name, dirs_exist_ok=True)
+            copied.append(entry.name + "/")
+    return copied
+
+
+def compress_checkpoint(
+    src_dir: str | os.PathLike,
+    dst_dir: str | os.PathLike,
+    format: str = "sparse-bitmask",
+    *,
+    targets: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    sparsity_structure: str = "unstructured",
+    progress: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Compresses a Hugging Face model folder into `dst_dir`.
+
+    Weights of modules matched by `targets` (default `["Linear"]`: 2-D weights not named
+    like embeddings or norms) and by no `ignore` entry (default `["lm_head"]`) are
+    compressed; entries are exact module names, `re:` regexes, or `Linear`. config.json
+    gets the `quantization_config` compressed-tensors writes. Returns a summary.
+    """
+    fmt = normalize(format)
+    if fmt != "sparse-bitmask":
+        raise CodecError(f"compress_checkpoint writes sparse-bitmask; {fmt!r} is not a compression format")
+    src, dst = Path(src_dir), Path(dst_dir)
+    if not src.is_dir():
+        raise CodecError(f"{src}: not a model folder")
+    if declared_format(src) not in (None, "dense"):
+        raise CodecError(f"{src}: is already compressed ({declared_format(src)})")
+    targets = list(DEFAULT_TARGETS if targets is None else targets)
+    ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
+    shards = shard_paths(src)
+    _prepare_output(src, dst, overwrite)
+
+    jobs = []
+    for shard in shards:
+        _meta, tensors = _native.read_header(os.fspath(shard))
+        names = [
+            name
+            for name, _dtype, shape in tensors
+            if name.endswith(".weight") and is_target(name[: -len(".weight")], shape, targets, ignore)
+        ]
+        jobs.append((os.fspath(shard), os.fspath(dst / shard.name), names))
+    stats = _native.compress_files(jobs, progress)
+
+    summary = _summarize(stats)
+    _write_index(src, dst, shards, stats)
+    config_path = src / CONFIG_NAME
+    config = read_json(config_path) if config_path.is_file() else {}
+    config["quantization_config"] = {
+        "version": FORMAT_VERSION,
+        "quant_method": "compressed-tensors",
+        "sparsity_config": {
+            "format": fmt,
+            "global_sparsity": summary["global_sparsity"],
+            "ignore": ignore,
+            "registry_requires_subclass": False,
+            "sparsity_structure": sparsity_structure,
+            "targets": targets,
+        },
+        "transform_config": {},
+    }
+    write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
+    skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
+    summary["copied"] = _copy_other_files(src, dst, skip)
+    return summary
+
+
+def _summarize(stats: list[list[dict]]) -> dict:
+    flat = [s for shard in stats for s in shard]
+    compressed = [s for s in flat if s["compressed"]]
+    numel = lambda s: _prod(s["shape"])  # noqa: E731
+    float_params = [s for s in flat if s["dtype"].startswith(("F", "BF"))]
+    zeros = sum(numel(s) - s["nonzero"] for s in compressed)
+    total_params = sum(numel(s) for s in float_params) or 1
+    return {
+        "tensors": len(flat),
+        "compressed_tensors": len(compressed),
+        "bytes_in": sum(s["bytes_in"] for s in flat),
+        "bytes_out": sum(s["bytes_out"] for s in flat),
+        "global_sparsity": zeros / total_params,
+        "stats": flat,
+    }
+
+
+_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32,
+         "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _write_index(src: Path, dst: Path, shards: list[Path], stats: list[list[dict]]) -> None:
+    index_path = src / INDEX_NAME
+    if not index_path.is_file():
+        return
+    index = read_json(index_path)
+    weight_map = {}
+    for shard, shard_stats in zip(shards, stats):
+        for s in shard_stats:
+            if s["compressed"]:
+                module = s["name"][: -len(".weight")]
+                for part in ("bitmask", "compressed", "row_offsets", "shape"):
+                    weight_map[f"{module}.{part}"] = shard.name
+            else:
+                weight_map[s["name"]] = shard.name
+    index["weight_map"] = dict(sorted(weight_map.items()))
+    index.setdefault("metadata", {})["total_size"] = sum(s["bytes_out"] for shard in stats for s in shard)
+    write_json_atomic(dst / INDEX_NAME, index)
+
+
+def decompress_checkpoint(
+    src_dir: str | os.PathLike,
+    dst_dir: str | os.PathLike,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Writes the dense form of a compressed model folder; config.json loses its
+    `quantization_config`, the index is rewritten, other files are copied."""
+    src, dst = Path(src_dir), Path(dst_dir)
+    if not src.is_dir():
+        raise CodecError(f"{src}: not a model folder")
+    fmt = declared_format(src)
+    shards = shard_paths(src)
+    _prepare_output(src, dst, overwrite)
+    jobs = [(os.fspath(s), os.fspath(dst / s.name)) for s in shards]
+    count = _native.decompress_files(jobs, fmt, progress)
+
+    index_path = src / INDEX_NAME
+    if index_path.is_file():
+        index = read_json(index_path)
+        weight_map, total = {}, 0
+        for shard in shards:
+            _meta, tensors = _native.read_header(os.fspath(dst / shard.name))
+            for name, dtype, shape in tensors:
+                weight_map[name] = shard.name
+                total += _prod(shape) * _BITS.get(dtype, 8) // 8
+        index["weight_map"] = dict(sorted(weight_map.items()))
+        index.setdefault("metadata", {})["total_size"] = total
+        write_json_atomic(dst / INDEX_NAME, index)
+    config_path = src / CONFIG_NAME
+    if config_path.is_file():
+        config = read_json(config_path)
+        config.pop("quantization_config", None)
+        write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
+    skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
+    copied = _copy_other_files(src, dst, skip)
+    return {"tensors": count, "format": fmt or "detected", "copied": copied}

@@ -1,0 +1,5 @@
+"""Exceptions raised by ctcodec."""
+
+
+class CodecError(ValueError):
+    """A file, tensor or request ctcodec cannot handle; the message names the file and tensor."""

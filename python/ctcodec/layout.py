@@ -1,0 +1,79 @@
+"""Where a checkpoint's pieces are: shards, index, config.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import CodecError
+
+INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+
+
+def shard_paths(path: str | os.PathLike) -> list[Path]:
+    """The safetensors files of a file or model folder, in index order when there is one."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    index = p / INDEX_NAME
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CodecError(f"{index}: has no weight_map")
+        names = list(dict.fromkeys(weight_map.values()))
+        missing = [n for n in names if not (p / n).is_file()]
+        if missing:
+            raise CodecError(f"{index}: names shard {missing[0]!r}, which is not in {p}")
+        return [p / n for n in names]
+    shards = sorted(p.glob("*.safetensors"))
+    if not shards:
+        raise CodecError(f"{p}: holds no .safetensors file")
+    return shards
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CodecError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CodecError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_json_atomic(path: Path, data: dict[str, Any], sort_keys: bool = False) -> None:
+    tmp = path.with_name(f".{path.name}.ctcodec-tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=sort_keys)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def find_config(path: str | os.PathLike) -> Path | None:
+    """config.json of a model folder, or next to a single file."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    cfg = folder / CONFIG_NAME
+    return cfg if cfg.is_file() else None
+
+
+def format_from_config(config: dict[str, Any] | None) -> str | None:
+    """The on-disk format a config.json declares, or None when it declares none."""
+    if not config:
+        return None
+    qc = config.get("quantization_config") or config.get("compression_config")
+    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") != "compressed-tensors":
+        return None
+    sparsity = qc.get("sparsity_config") or {}
+    quant_format = qc.get("format") if qc.get("config_groups") else None
+    if quant_format and quant_format != "dense":
+        # Quantized formats arrive with the quantized-formats work; refuse clearly for now.
+        raise CodecError(f"quantization format {quant_format!r} is not supported yet")
+    fmt = sparsity.get("format") if isinstance(sparsity, dict) else None
+    return fmt or None

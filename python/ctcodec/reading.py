@@ -1,0 +1,76 @@
+"""Reading compressed checkpoints back as dense tensors, one tensor at a time."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+from . import _native
+from .errors import CodecError
+from .layout import find_config, format_from_config, read_json, shard_paths
+from .tensors import default_framework, from_raw
+
+
+def declared_format(path: str | os.PathLike) -> str | None:
+    cfg = find_config(path)
+    return format_from_config(read_json(cfg)) if cfg else None
+
+
+def decompress_file(
+    path: str | os.PathLike,
+    *,
+    framework: str | None = None,
+    device: str | None = None,
+    format: str | None = None,
+    mode: str = "auto",
+) -> Iterator[tuple[str, Any]]:
+    """Yields `(name, dense tensor)` for every tensor of a file or model folder.
+
+    Compressed weights come back under their dense name (`<module>.weight`). The format
+    is the one given, else the one config.json declares, else guessed from the tensor
+    names. Tensors are torch tensors when torch is installed (numpy arrays otherwise, or
+    with `framework="numpy"`), moved to `device` when one is given. Nothing is read
+    until the iterator advances; each tensor is decoded with all cores, GIL released.
+    """
+    framework = framework or default_framework()
+    fmt = format or declared_format(path)
+    for shard in shard_paths(path):
+        yield from _iter_file(shard, fmt, framework, device, mode)
+
+
+def _iter_file(path, fmt, framework, device, mode):
+    reader = _native.CompressedFile(os.fspath(path), fmt, mode)
+    for index, (name, dtype, shape, _compressed) in enumerate(reader.entries()):
+        yield name, from_raw(reader.read(index), dtype, shape, framework, device)
+
+
+def load_compressed(
+    compressed_tensors: str | os.PathLike,
+    compression_config: Any = None,
+    device: str | None = "cpu",
+    *,
+    framework: str | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """compressed-tensors' `load_compressed`, over our decoder.
+
+    `compression_config` may be a format name, a dict with a `format` key, or an object
+    with a `format` attribute (e.g. compressed-tensors' `BitmaskConfig`). When it is
+    None the format comes from config.json or the tensor names, where compressed-tensors
+    would yield the raw stored tensors.
+    """
+    fmt = _format_of(compression_config)
+    return decompress_file(compressed_tensors, framework=framework, device=device, format=fmt)
+
+
+def _format_of(config: Any) -> str | None:
+    if config is None:
+        return None
+    if isinstance(config, str):
+        return config
+    if isinstance(config, dict):
+        fmt = config.get("format")
+    else:
+        fmt = getattr(config, "format", None)
+    if fmt is None:
+        raise CodecError(f"compression config {config!r} names no format")
+    return str(getattr(fmt, "value", fmt))

@@ -1,0 +1,100 @@
+//! `CompressedFile`: a validated, mapped file whose dense tensors are decoded one at a
+//! time into fresh numpy buffers (no copy on the way to Python).
+
+use std::path::PathBuf;
+
+use ctcodec::checkpoint::{plan, read_dense, DenseItem, Format};
+use ctcodec::container::{ReadMode, SafetensorsFile};
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::prelude::*;
+
+use crate::errors::{run_detached, to_py};
+
+pub fn read_mode(mode: &str) -> PyResult<ReadMode> {
+    match mode {
+        "auto" => Ok(ReadMode::Auto),
+        "mmap" => Ok(ReadMode::Mmap),
+        "pread" => Ok(ReadMode::Pread),
+        other => Err(crate::errors::CodecError::new_err(format!(
+            "unknown read mode {other:?} (auto, mmap, pread)"
+        ))),
+    }
+}
+
+pub fn parse_format(format: Option<&str>) -> PyResult<Option<Format>> {
+    format
+        .map(|f| f.parse::<Format>().map_err(to_py))
+        .transpose()
+}
+
+#[pyclass(frozen, module = "ctcodec._native")]
+pub struct CompressedFile {
+    file: SafetensorsFile,
+    items: Vec<DenseItem>,
+    format: Format,
+}
+
+#[pymethods]
+impl CompressedFile {
+    #[new]
+    #[pyo3(signature = (path, format=None, mode="auto"))]
+    fn new(py: Python<'_>, path: PathBuf, format: Option<&str>, mode: &str) -> PyResult<Self> {
+        let format = parse_format(format)?;
+        let mode = read_mode(mode)?;
+        run_detached(py, move || {
+            let file = SafetensorsFile::open(&path, mode)?;
+            let format = format.unwrap_or_else(|| Format::detect(file.header()));
+            let items = plan(&file, format)?;
+            Ok(CompressedFile {
+                file,
+                items,
+                format,
+            })
+        })
+    }
+
+    #[getter]
+    fn format(&self) -> &'static str {
+        self.format.name()
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.file.path().to_path_buf()
+    }
+
+    #[getter]
+    fn metadata(&self) -> Option<Vec<(String, String)>> {
+        self.file.header().metadata.clone()
+    }
+
+    fn __len__(&self) -> usize {
+        self.items.len()
+    }
+
+    /// (name, dtype, shape, compressed) for every dense tensor, in file order.
+    fn entries(&self) -> Vec<(String, String, Vec<usize>, bool)> {
+        self.items
+            .iter()
+            .map(|i| {
+                let compressed = !matches!(i.source, ctcodec::checkpoint::Source::Stored(_));
+                (
+                    i.name.clone(),
+                    i.dtype.name().to_string(),
+                    i.shape.clone(),
+                    compressed,
+                )
+            })
+            .collect()
+    }
+
+    /// The raw little-endian bytes of dense tensor `index`, as a 1-D uint8 array.
+    fn read<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let item = self
+            .items
+            .get(index)
+            .ok_or_else(|| pyo3::exceptions::PyIndexError::new_err(format!("no tensor {index}")))?;
+        let bytes = run_detached(py, || read_dense(&self.file, item))?;
+        Ok(bytes.into_pyarray(py))
+    }
+}

@@ -1,0 +1,162 @@
+//! Compressing and decompressing whole files, from paths or from caller arrays.
+
+use std::path::PathBuf;
+
+use ctcodec::checkpoint::{
+    compress_to_file, decompress_file, FileSource, MemorySource, TensorSource, TensorStat,
+};
+use ctcodec::container::{SafetensorsFile, TensorSpec};
+use ctcodec::{CodecError, Dtype};
+use numpy::PyReadonlyArray1;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::{run_detached, to_py};
+use crate::progress::bar;
+use crate::reader::{parse_format, read_mode};
+
+fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &s.name)?;
+    d.set_item("dtype", s.dtype.name())?;
+    d.set_item("shape", s.shape.clone())?;
+    d.set_item("compressed", s.compressed)?;
+    d.set_item("nonzero", s.nonzero)?;
+    d.set_item("bytes_in", s.bytes_in)?;
+    d.set_item("bytes_out", s.bytes_out)?;
+    Ok(d)
+}
+
+/// Compresses each (src, dst, names to compress) job; one progress bar over all input bytes.
+#[pyfunction]
+#[pyo3(signature = (jobs, progress=false, mode="auto"))]
+pub fn compress_files<'py>(
+    py: Python<'py>,
+    jobs: Vec<(PathBuf, PathBuf, Vec<String>)>,
+    progress: bool,
+    mode: &str,
+) -> PyResult<Vec<Vec<Bound<'py, PyDict>>>> {
+    let mode = read_mode(mode)?;
+    let stats = run_detached(py, move || {
+        let total: u64 = jobs
+            .iter()
+            .map(|(src, _, _)| std::fs::metadata(src).map_or(0, |m| m.len()))
+            .sum();
+        let pb = bar(total, "compress", progress);
+        let mut all = Vec::with_capacity(jobs.len());
+        for (src, dst, names) in &jobs {
+            let source = FileSource::new(SafetensorsFile::open(src, mode)?);
+            let wanted: std::collections::HashSet<&str> =
+                names.iter().map(String::as_str).collect();
+            let select: Vec<bool> = source
+                .specs()
+                .iter()
+                .map(|s| wanted.contains(s.name.as_str()))
+                .collect();
+            let found = select.iter().filter(|&&b| b).count();
+            if found != wanted.len() {
+                let missing = names
+                    .iter()
+                    .find(|n| !source.specs().iter().any(|s| &s.name == *n));
+                return Err(CodecError::tensor(
+                    src,
+                    missing.map_or("?", |s| s),
+                    "asked to compress a tensor the file does not hold",
+                ));
+            }
+            all.push(compress_to_file(&source, dst, &select, &|n| pb.inc(n))?);
+        }
+        pb.finish_and_clear();
+        Ok(all)
+    })?;
+    stats
+        .iter()
+        .map(|file| file.iter().map(|s| stat_dict(py, s)).collect())
+        .collect()
+}
+
+/// Decompresses each (src, dst) job to dense safetensors.
+#[pyfunction]
+#[pyo3(signature = (jobs, format=None, progress=false, mode="auto"))]
+pub fn decompress_files(
+    py: Python<'_>,
+    jobs: Vec<(PathBuf, PathBuf)>,
+    format: Option<&str>,
+    progress: bool,
+    mode: &str,
+) -> PyResult<usize> {
+    let format = parse_format(format)?;
+    let mode = read_mode(mode)?;
+    run_detached(py, move || {
+        let total: u64 = jobs
+            .iter()
+            .map(|(src, _)| std::fs::metadata(src).map_or(0, |m| m.len()))
+            .sum();
+        let pb = bar(total, "decompress", progress);
+        let mut n = 0;
+        for (src, dst) in &jobs {
+            let size = std::fs::metadata(src).map_or(0, |m| m.len());
+            n += decompress_file(src, dst, format, mode, &|_| {})?;
+            pb.inc(size);
+        }
+        pb.finish_and_clear();
+        Ok(n)
+    })
+}
+
+/// Writes caller tensors (raw bytes as uint8 arrays) to `path`, bitmask-compressing
+/// those flagged in `select`.
+#[pyfunction]
+#[pyo3(signature = (path, tensors, select, metadata=None))]
+pub fn write_tensors<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    tensors: Vec<(String, String, Vec<usize>, PyReadonlyArray1<'py, u8>)>,
+    select: Vec<bool>,
+    metadata: Option<Vec<(String, String)>>,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    if select.len() != tensors.len() {
+        return Err(to_py(CodecError::Invalid(
+            "one selection flag per tensor".into(),
+        )));
+    }
+    let mut inputs = Vec::with_capacity(tensors.len());
+    for (name, dtype, shape, array) in &tensors {
+        let dtype: Dtype = dtype
+            .parse()
+            .map_err(|e: String| to_py(CodecError::tensor(&path, name, e)))?;
+        let bytes = array
+            .as_slice()
+            .map_err(|_| to_py(CodecError::tensor(&path, name, "array is not contiguous")))?;
+        inputs.push((TensorSpec::new(name.clone(), dtype, shape.clone()), bytes));
+    }
+    let stats = run_detached(py, || {
+        let source = MemorySource::new(&path, inputs, metadata);
+        compress_to_file(&source, &path, &select, &|_| {})
+    })?;
+    stats.iter().map(|s| stat_dict(py, s)).collect()
+}
+
+/// (metadata, [(name, dtype, shape)]) of a safetensors file, validated.
+#[pyfunction]
+#[pyo3(signature = (path, mode="auto"))]
+pub fn read_header(
+    py: Python<'_>,
+    path: PathBuf,
+    mode: &str,
+) -> PyResult<(
+    Option<Vec<(String, String)>>,
+    Vec<(String, String, Vec<usize>)>,
+)> {
+    let mode = read_mode(mode)?;
+    run_detached(py, move || {
+        let file = SafetensorsFile::open(&path, mode)?;
+        let h = file.header();
+        let tensors = h
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dtype.name().to_string(), t.shape.clone()))
+            .collect();
+        Ok((h.metadata.clone(), tensors))
+    })
+}

@@ -1,0 +1,263 @@
+//! The sparse-bitmask format of compressed-tensors 0.9-0.14, per tensor.
+//!
+//! A dense tensor of shape `[..., cols]` is seen as `rows = prod(leading dims)` rows.
+//! It becomes `compressed` (its non-zeros, row-major, original dtype), `bitmask`
+//! (uint8 `[rows, ceil(cols/8)]`, LSB-first, each row padded separately),
+//! `row_offsets` (int64 exclusive prefix sum of per-row counts) and `shape` (int64).
+//! "Zero" means what torch's `x != 0` means, so -0.0 is dropped and decodes as +0.0.
+//! Work is split over rows with rayon; decoding writes straight into the output buffer.
+
+mod rows;
+
+use rayon::prelude::*;
+
+use crate::dtype::Dtype;
+
+/// How a dense tensor maps onto bitmask rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub rows: usize,
+    pub cols: usize,
+    /// Element width in bytes.
+    pub width: usize,
+    zero_mask: u64,
+}
+
+impl Geometry {
+    /// Geometry for a dense tensor, or an explanation of why it cannot be bitmasked.
+    pub fn new(dtype: Dtype, shape: &[usize]) -> Result<Self, String> {
+        let (&cols, lead) = shape
+            .split_last()
+            .ok_or("a scalar (rank-0) tensor has no rows to mask")?;
+        let rows = lead
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or("shape overflows")?;
+        rows.checked_mul(cols).ok_or("shape overflows")?;
+        let (Some(width), Some(zero_mask)) = (dtype.byte_size(), dtype.zero_test_mask()) else {
+            return Err(format!(
+                "dtype {dtype} has no element-wise zero, so it cannot be bitmask-sparse"
+            ));
+        };
+        Ok(Geometry {
+            rows,
+            cols,
+            width,
+            zero_mask,
+        })
+    }
+
+    pub fn mask_row_bytes(&self) -> usize {
+        self.cols.div_ceil(8)
+    }
+
+    pub fn mask_bytes(&self) -> usize {
+        self.rows * self.mask_row_bytes()
+    }
+
+    pub fn dense_bytes(&self) -> usize {
+        self.rows * self.cols * self.width
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols * self.width
+    }
+
+    /// Rows per parallel work item: about 256 KiB of dense data, at least one row.
+    fn rows_per_task(&self) -> usize {
+        (256 * 1024 / self.row_bytes().max(1)).max(1)
+    }
+}
+
+macro_rules! by_width {
+    ($width:expr, $f:ident ( $($arg:expr),* )) => {
+        match $width {
+            1 => rows::$f::<1>($($arg),*),
+            2 => rows::$f::<2>($($arg),*),
+            4 => rows::$f::<4>($($arg),*),
+            8 => rows::$f::<8>($($arg),*),
+            w => unreachable!("no element width {w}"),
+        }
+    };
+}
+
+/// Non-zeros per row of a dense tensor.
+pub fn row_counts(dense: &[u8], g: &Geometry) -> Vec<usize> {
+    assert_eq!(
+        dense.len(),
+        g.dense_bytes(),
+        "dense buffer does not match its geometry"
+    );
+    if g.row_bytes() == 0 {
+        return vec![0; g.rows];
+    }
+    dense
+        .par_chunks(g.row_bytes())
+        .with_min_len(g.rows_per_task())
+        .map(|row| by_width!(g.width, count_nonzero(row, g.zero_mask)))
+        .collect()
+}
+
+/// Exclusive prefix sum of row counts, with the total appended.
+pub fn offsets(counts: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(counts.len() + 1);
+    let mut acc = 0usize;
+    out.push(0);
+    for &c in counts {
+        acc += c;
+        out.push(acc);
+    }
+    out
+}
+
+/// `row_offsets` exactly as compressed-tensors computes them: `cumsum(counts, dim=0) -
+/// counts` over the leading dims. For a 2-D weight that is the exclusive prefix sum of
+/// the row counts; for rank 1 it is a single 0; for rank >= 3 it runs along the first
+/// dim only (a quirk we reproduce for byte equality; no decoder uses these values).
+pub fn ct_row_offsets(counts: &[usize], lead_dims: &[usize]) -> Vec<i64> {
+    let Some(&first) = lead_dims.first() else {
+        return vec![0];
+    };
+    let inner = if first == 0 { 0 } else { counts.len() / first };
+    let mut running = vec![0i64; inner];
+    let mut out = Vec::with_capacity(counts.len());
+    for (i, &c) in counts.iter().enumerate() {
+        let slot = &mut running[i % inner.max(1)];
+        out.push(*slot);
+        *slot += c as i64;
+    }
+    out
+}
+
+/// Fills `values` (the non-zeros) and `mask` for a dense tensor whose row counts are
+/// known. `values` must hold exactly the total count of elements.
+pub fn encode_into(
+    dense: &[u8],
+    g: &Geometry,
+    counts: &[usize],
+    values: &mut [u8],
+    mask: &mut [u8],
+) {
+    let offs = offsets(counts);
+    assert_eq!(values.len(), offs[g.rows] * g.width, "values buffer size");
+    assert_eq!(mask.len(), g.mask_bytes(), "mask buffer size");
+    let step = g.rows_per_task();
+    let mut tasks = Vec::with_capacity(g.rows.div_ceil(step));
+    let (mut vals_rest, mut mask_rest) = (values, mask);
+    for r0 in (0..g.rows).step_by(step) {
+        let r1 = (r0 + step).min(g.rows);
+        let (v, vr) = vals_rest.split_at_mut((offs[r1] - offs[r0]) * g.width);
+        let (m, mr) = mask_rest.split_at_mut((r1 - r0) * g.mask_row_bytes());
+        tasks.push((r0, r1, v, m));
+        vals_rest = vr;
+        mask_rest = mr;
+    }
+    tasks.into_par_iter().for_each(|(r0, r1, v, m)| {
+        let mut at = 0usize;
+        for r in r0..r1 {
+            let row = &dense[r * g.row_bytes()..(r + 1) * g.row_bytes()];
+            let row_mask = &mut m[(r - r0) * g.mask_row_bytes()..(r - r0 + 1) * g.mask_row_bytes()];
+            let n = by_width!(
+                g.width,
+                encode_row(row, g.zero_mask, row_mask, &mut v[at..])
+            );
+            at += n * g.width;
+        }
+    });
+}
+
+/// A dense tensor in bitmask form.
+pub struct Encoded {
+    pub values: Vec<u8>,
+    pub mask: Vec<u8>,
+    pub row_offsets: Vec<i64>,
+}
+
+impl Encoded {
+    pub fn nnz(&self, g: &Geometry) -> usize {
+        self.values.len() / g.width
+    }
+}
+
+/// Encodes a dense tensor, counting first so every buffer is allocated once.
+pub fn encode(dense: &[u8], g: &Geometry) -> Encoded {
+    let counts = row_counts(dense, g);
+    let offs = offsets(&counts);
+    let mut values = vec![0u8; offs[g.rows] * g.width];
+    let mut mask = vec![0u8; g.mask_bytes()];
+    encode_into(dense, g, &counts, &mut values, &mut mask);
+    Encoded {
+        values,
+        mask,
+        row_offsets: offs[..g.rows].iter().map(|&o| o as i64).collect(),
+    }
+}
+
+/// Set bits per row of a packed mask, padding bits excluded.
+pub fn mask_row_counts(mask: &[u8], g: &Geometry) -> Vec<usize> {
+    assert_eq!(
+        mask.len(),
+        g.mask_bytes(),
+        "mask buffer does not match its geometry"
+    );
+    if g.mask_row_bytes() == 0 {
+        return vec![0; g.rows];
+    }
+    mask.par_chunks(g.mask_row_bytes())
+        .with_min_len(g.rows_per_task())
+        .map(|m| rows::count_mask_bits(m, g.cols))
+        .collect()
+}
+
+/// Scatters `values` into `out` (dense size, already zeroed) following `mask`, whose
+/// per-row counts are `counts`. The caller has checked the counts sum to the values.
+pub fn decode_into(values: &[u8], mask: &[u8], g: &Geometry, counts: &[usize], out: &mut [u8]) {
+    let offs = offsets(counts);
+    assert_eq!(
+        values.len(),
+        offs[g.rows] * g.width,
+        "values do not match the mask"
+    );
+    assert_eq!(out.len(), g.dense_bytes(), "output buffer size");
+    if g.row_bytes() == 0 {
+        return;
+    }
+    let step = g.rows_per_task();
+    out.par_chunks_mut(step * g.row_bytes())
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            let r0 = task * step;
+            for (i, row_out) in chunk.chunks_mut(g.row_bytes()).enumerate() {
+                let r = r0 + i;
+                let row_mask = &mask[r * g.mask_row_bytes()..(r + 1) * g.mask_row_bytes()];
+                let row_vals = &values[offs[r] * g.width..offs[r + 1] * g.width];
+                by_width!(g.width, decode_row(row_mask, g.cols, row_vals, row_out));
+            }
+        });
+}
+
+/// Decodes into a fresh zeroed buffer, checking the value count against the mask.
+pub fn decode(values: &[u8], mask: &[u8], g: &Geometry) -> Result<Vec<u8>, String> {
+    if mask.len() != g.mask_bytes() {
+        return Err(format!(
+            "bitmask has {} bytes, shape needs {} rows x {} bytes",
+            mask.len(),
+            g.rows,
+            g.mask_row_bytes()
+        ));
+    }
+    let counts = mask_row_counts(mask, g);
+    let total: usize = counts.iter().sum();
+    if values.len() != total * g.width {
+        return Err(format!(
+            "bitmask marks {total} non-zeros but compressed holds {}",
+            values.len() / g.width
+        ));
+    }
+    let mut out = vec![0u8; g.dense_bytes()];
+    decode_into(values, mask, g, &counts, &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! Writing a sparse-bitmask file from dense tensors in two passes over the input:
+//! count non-zeros per row (which fixes every output size, so the header can be
+//! written first), then encode each tensor into its slot. Memory holds one tensor's
+//! output at a time, whatever the file size.
+
+use std::path::Path;
+
+use crate::bitmask::{self, Geometry};
+use crate::container::{byte_len, AtomicWriter, Layout, TensorSpec};
+use crate::dtype::Dtype;
+use crate::error::{CodecError, Result};
+
+use super::decode::in_file;
+use super::plan::{BITMASK, COMPRESSED, ROW_OFFSETS, SHAPE};
+use super::source::TensorSource;
+
+/// What happened to one input tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorStat {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub compressed: bool,
+    /// Non-zero elements (counted for compressed tensors, numel for the others).
+    pub nonzero: usize,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+}
+
+/// The module path a compressed weight is stored under (`x.weight` -> `x`).
+pub fn module_of(name: &str) -> Option<&str> {
+    name.strip_suffix(".weight").filter(|m| !m.is_empty())
+}
+
+/// Compresses the selected tensors of `src` into `dst`; the rest are copied unchanged.
+/// Selected tensors must be named `<module>.weight` with a dtype that has a zero.
+/// `progress` is told the input bytes of each tensor once it is written.
+pub fn compress_to_file(
+    src: &dyn TensorSource,
+    dst: &Path,
+    select: &[bool],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<TensorStat>> {
+    let specs = src.specs();
+    assert_eq!(select.len(), specs.len(), "one selection flag per tensor");
+    let path = src.path();
+
+    // Pass 1: validate and count.
+    let mut counts: Vec<Option<Vec<usize>>> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let bytes = src.bytes(i)?;
+        let expected = byte_len(spec.dtype, &spec.shape);
+        if expected != Some(bytes.len()) {
+            return Err(CodecError::tensor(
+                path,
+                &spec.name,
+                format!(
+                    "holds {} bytes but {} {:?} needs {expected:?}",
+                    bytes.len(),
+                    spec.dtype,
+                    spec.shape
+                ),
+            ));
+        }
+        if !select[i] {
+            counts.push(None);
+            continue;
+        }
+        if module_of(&spec.name).is_none() {
+            return Err(CodecError::tensor(
+                path,
+                &spec.name,
+                "only `<module>.weight` tensors can be bitmask-compressed",
+            ));
+        }
+        let g = geometry(path, spec)?;
+        counts.push(Some(bitmask::row_counts(&bytes, &g)));
+        drop(bytes);
+        src.release(i);
+    }
+
+    // Output layout.
+    let mut out_specs = Vec::new();
+    for (spec, c) in specs.iter().zip(&counts) {
+        match c {
+            None => out_specs.push(spec.clone()),
+            Some(c) => {
+                let m = module_of(&spec.name).expect("checked");
+                let g = geometry(path, spec)?;
+                let nnz: usize = c.iter().sum();
+                out_specs.push(TensorSpec::new(
+                    format!("{m}.{COMPRESSED}"),
+                    spec.dtype,
+                    vec![nnz],
+                ));
+                out_specs.push(TensorSpec::new(
+                    format!("{m}.{BITMASK}"),
+                    Dtype::U8,
+                    mask_shape(spec, &g),
+                ));
+                out_specs.push(TensorSpec::new(
+                    format!("{m}.{SHAPE}"),
+                    Dtype::I64,
+                    vec![spec.shape.len()],
+                ));
+                let lead = spec.shape[..spec.shape.len() - 1].to_vec();
+                out_specs.push(TensorSpec::new(
+                    format!("{m}.{ROW_OFFSETS}"),
+                    Dtype::I64,
+                    lead,
+                ));
+            }
+        }
+    }
+    let layout = Layout::new(out_specs, src.metadata()).map_err(|e| in_file(e, path))?;
+    let writer = AtomicWriter::create(dst, layout)?;
+
+    // Pass 2: encode and write.
+    let mut stats = Vec::with_capacity(specs.len());
+    for (i, (spec, c)) in specs.iter().zip(&counts).enumerate() {
+        let bytes = src.bytes(i)?;
+        let stat = match c {
+            None => {
+                writer.write(&spec.name, &bytes)?;
+                TensorStat {
+                    name: spec.name.clone(),
+                    dtype: spec.dtype,
+                    shape: spec.shape.clone(),
+                    compressed: false,
+                    nonzero: spec.shape.iter().product(),
+                    bytes_in: bytes.len(),
+                    bytes_out: bytes.len(),
+                }
+            }
+            Some(c) => write_bitmask(&writer, spec, &bytes, c, path)?,
+        };
+        drop(bytes);
+        src.release(i);
+        progress(stat.bytes_in as u64);
+        stats.push(stat);
+    }
+    writer.commit()?;
+    Ok(stats)
+}
+
+fn geometry(path: &Path, spec: &TensorSpec) -> Result<Geometry> {
+    Geometry::new(spec.dtype, &spec.shape).map_err(|e| CodecError::tensor(path, &spec.name, e))
+}
+
+/// As numpy's `packbits(axis=-1)` gives it: the leading dims, then bytes per row.
+fn mask_shape(spec: &TensorSpec, g: &Geometry) -> Vec<usize> {
+    let mut shape = spec.shape[..spec.shape.len() - 1].to_vec();
+    shape.push(g.mask_row_bytes());
+    shape
+}
+
+fn write_bitmask(
+    writer: &AtomicWriter,
+    spec: &TensorSpec,
+    dense: &[u8],
+    counts: &[usize],
+    path: &Path,
+) -> Result<TensorStat> {
+    let m = module_of(&spec.name).expect("checked");
+    let g = geometry(path, spec)?;
+    let offsets = bitmask::offsets(counts);
+    let nnz = offsets[g.rows];
+    let mut values = vec![0u8; nnz * g.width];
+    let mut mask = vec![0u8; g.mask_bytes()];
+    bitmask::encode_into(dense, &g, counts, &mut values, &mut mask);
+    let shape: Vec<u8> = spec
+        .shape
+        .iter()
+        .flat_map(|&d| (d as i64).to_le_bytes())
+        .collect();
+    let lead = &spec.shape[..spec.shape.len() - 1];
+    let row_offsets: Vec<u8> = bitmask::ct_row_offsets(counts, lead)
+        .iter()
+        .flat_map(|o| o.to_le_bytes())
+        .collect();
+    writer.write(&format!("{m}.{COMPRESSED}"), &values)?;
+    writer.write(&format!("{m}.{BITMASK}"), &mask)?;
+    writer.write(&format!("{m}.{SHAPE}"), &shape)?;
+    writer.write(&format!("{m}.{ROW_OFFSETS}"), &row_offsets)?;
+    Ok(TensorStat {
+        name: spec.name.clone(),
+        dtype: spec.dtype,
+        shape: spec.shape.clone(),
+        compressed: true,
+        nonzero: nnz,
+        bytes_in: dense.len(),
+        bytes_out: values.len() + mask.len() + shape.len() + row_offsets.len(),
+    })
+}

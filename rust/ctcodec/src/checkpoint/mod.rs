@@ -1,0 +1,14 @@
+//! Whole files: compress a dense safetensors file (or in-memory tensors) to a
+//! compressed one, and read or write the dense form of a compressed file.
+
+mod compress;
+mod decode;
+mod format;
+mod plan;
+mod source;
+
+pub use compress::{compress_to_file, module_of, TensorStat};
+pub use decode::{decompress_file, read_dense};
+pub use format::Format;
+pub use plan::{plan, BitmaskParts, DenseItem, Source};
+pub use source::{FileSource, MemorySource, TensorSource};

@@ -1,0 +1,224 @@
+//! Reading a compressed file's header into a list of dense tensors to produce, each
+//! either stored as is or assembled from its companion tensors.
+
+use std::collections::BTreeMap;
+
+use crate::bitmask::Geometry;
+use crate::container::{SafetensorsFile, TensorInfo};
+use crate::dtype::Dtype;
+use crate::error::{CodecError, Result};
+
+use super::format::Format;
+
+pub const COMPRESSED: &str = "compressed";
+pub const BITMASK: &str = "bitmask";
+pub const SHAPE: &str = "shape";
+pub const ROW_OFFSETS: &str = "row_offsets";
+const PARTS: [&str; 4] = [COMPRESSED, BITMASK, SHAPE, ROW_OFFSETS];
+
+/// One dense tensor a reader yields.
+#[derive(Clone, Debug)]
+pub struct DenseItem {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    Stored(TensorInfo),
+    Bitmask(BitmaskParts),
+}
+
+/// The companion tensors of one bitmask-compressed weight.
+#[derive(Clone, Debug)]
+pub struct BitmaskParts {
+    pub module: String,
+    pub dense_shape: Vec<usize>,
+    pub geometry: Geometry,
+    pub compressed: TensorInfo,
+    pub bitmask: TensorInfo,
+    pub row_offsets: Option<TensorInfo>,
+}
+
+impl BitmaskParts {
+    pub fn lead_dims(&self) -> &[usize] {
+        &self.dense_shape[..self.dense_shape.len() - 1]
+    }
+}
+
+/// Lists the dense tensors in `file` for the given format, in the file's order.
+pub fn plan(file: &SafetensorsFile, format: Format) -> Result<Vec<DenseItem>> {
+    let header = file.header();
+    if format == Format::Dense {
+        return Ok(header.tensors.iter().map(stored).collect());
+    }
+    // Group companions by module; a group is compressed when it has `compressed` or `bitmask`.
+    let mut groups: BTreeMap<&str, BTreeMap<&str, &TensorInfo>> = BTreeMap::new();
+    for t in &header.tensors {
+        if let Some((module, part)) = t.name.rsplit_once('.') {
+            if PARTS.contains(&part) {
+                groups.entry(module).or_default().insert(part, t);
+            }
+        }
+    }
+    let is_sparse = |parts: &BTreeMap<&str, &TensorInfo>| {
+        parts.contains_key(COMPRESSED) || parts.contains_key(BITMASK)
+    };
+
+    let mut items = Vec::new();
+    let mut emitted = std::collections::HashSet::new();
+    for t in &header.tensors {
+        let sparse_group = t
+            .name
+            .rsplit_once('.')
+            .filter(|(_, part)| PARTS.contains(part))
+            .and_then(|(m, _)| groups.get(m).filter(|p| is_sparse(p)).map(|p| (m, p)));
+        match sparse_group {
+            Some((module, parts)) => {
+                if emitted.insert(module) {
+                    items.push(bitmask_item(file, module, parts)?);
+                }
+            }
+            None => items.push(stored(t)),
+        }
+    }
+    Ok(items)
+}
+
+fn stored(t: &TensorInfo) -> DenseItem {
+    DenseItem {
+        name: t.name.clone(),
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        source: Source::Stored(t.clone()),
+    }
+}
+
+fn bitmask_item(
+    file: &SafetensorsFile,
+    module: &str,
+    parts: &BTreeMap<&str, &TensorInfo>,
+) -> Result<DenseItem> {
+    let path = file.path();
+    let need = |part: &str| {
+        parts.get(part).copied().ok_or_else(|| {
+            CodecError::tensor(
+                path,
+                module,
+                format!("sparse-bitmask tensor is missing its companion {module}.{part}"),
+            )
+        })
+    };
+    let compressed = need(COMPRESSED)?;
+    let bitmask = need(BITMASK)?;
+    let shape_info = need(SHAPE)?;
+    let shape = read_shape(file, shape_info)?;
+
+    if compressed.shape.len() != 1 {
+        return Err(CodecError::tensor(
+            path,
+            &compressed.name,
+            format!("must be 1-D, has shape {:?}", compressed.shape),
+        ));
+    }
+    let geometry = Geometry::new(compressed.dtype, &shape)
+        .map_err(|e| CodecError::tensor(path, module, format!("dense shape {shape:?}: {e}")))?;
+    if bitmask.dtype != Dtype::U8 {
+        return Err(CodecError::tensor(
+            path,
+            &bitmask.name,
+            format!("must be U8, is {}", bitmask.dtype),
+        ));
+    }
+    let mask_ok = bitmask.numel() == geometry.mask_bytes()
+        && bitmask.shape.last().copied().unwrap_or(0) == geometry.mask_row_bytes();
+    if !mask_ok && geometry.mask_bytes() > 0 {
+        return Err(CodecError::tensor(
+            path,
+            &bitmask.name,
+            format!(
+                "shape {:?} does not fit dense shape {shape:?} (needs {} rows of {} bytes)",
+                bitmask.shape,
+                geometry.rows,
+                geometry.mask_row_bytes()
+            ),
+        ));
+    }
+    if compressed.numel() > geometry.rows * geometry.cols {
+        return Err(CodecError::tensor(
+            path,
+            &compressed.name,
+            format!(
+                "holds {} values, more than the {} elements of shape {shape:?}",
+                compressed.numel(),
+                geometry.rows * geometry.cols
+            ),
+        ));
+    }
+    let row_offsets = parts.get(ROW_OFFSETS).copied();
+    if let Some(ro) = row_offsets {
+        if ro.dtype != Dtype::I64 || ro.numel() != geometry.rows {
+            return Err(CodecError::tensor(
+                path,
+                &ro.name,
+                format!(
+                    "must be I64 with {} entries, is {} {:?}",
+                    geometry.rows, ro.dtype, ro.shape
+                ),
+            ));
+        }
+    }
+    Ok(DenseItem {
+        name: format!("{module}.weight"),
+        dtype: compressed.dtype,
+        shape: shape.clone(),
+        source: Source::Bitmask(BitmaskParts {
+            module: module.to_string(),
+            dense_shape: shape.clone(),
+            geometry,
+            compressed: compressed.clone(),
+            bitmask: bitmask.clone(),
+            row_offsets: row_offsets.cloned(),
+        }),
+    })
+}
+
+/// Reads an int64 (or int32) shape vector.
+fn read_shape(file: &SafetensorsFile, info: &TensorInfo) -> Result<Vec<usize>> {
+    let path = file.path();
+    let width = match info.dtype {
+        Dtype::I64 => 8,
+        Dtype::I32 => 4,
+        d => {
+            return Err(CodecError::tensor(
+                path,
+                &info.name,
+                format!("shape must be an integer tensor, is {d}"),
+            ))
+        }
+    };
+    let dims = info.numel();
+    if info.shape.iter().filter(|&&d| d != 1).count() > 1 || dims == 0 || dims > 16 {
+        return Err(CodecError::tensor(
+            path,
+            &info.name,
+            format!("not a shape vector: {:?}", info.shape),
+        ));
+    }
+    let bytes = file.bytes(info)?;
+    bytes
+        .chunks_exact(width)
+        .map(|c| {
+            let v = if width == 8 {
+                i64::from_le_bytes(c.try_into().expect("8"))
+            } else {
+                i32::from_le_bytes(c.try_into().expect("4")) as i64
+            };
+            usize::try_from(v).map_err(|_| {
+                CodecError::tensor(path, &info.name, format!("negative dimension {v}"))
+            })
+        })
+        .collect()
+}

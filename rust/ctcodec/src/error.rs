@@ -1,0 +1,84 @@
+//! One error type for the whole core: what went wrong, in which file and tensor.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = CodecError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes break the safetensors container rules.
+    #[error("{file}: invalid safetensors file: {reason}")]
+    Container { file: PathBuf, reason: String },
+
+    /// One tensor (or a group of companion tensors) is malformed for its format.
+    #[error("{file}: tensor {tensor:?}: {reason}")]
+    Tensor {
+        file: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+
+    /// A request the codec cannot serve (unknown format, unsupported dtype, bad argument).
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("{file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CodecError {
+    pub fn container(file: &Path, reason: impl Into<String>) -> Self {
+        CodecError::Container {
+            file: file.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn tensor(file: &Path, tensor: &str, reason: impl Into<String>) -> Self {
+        CodecError::Tensor {
+            file: file.to_path_buf(),
+            tensor: tensor.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn io(file: &Path, source: std::io::Error) -> Self {
+        CodecError::Io {
+            file: file.to_path_buf(),
+            source,
+        }
+    }
+
+    /// True when the cause is the operating system rather than the data.
+    pub fn is_io(&self) -> bool {
+        matches!(self, CodecError::Io { .. })
+    }
+}
+
+/// A tensor-level problem found before the file name is known; `in_file` adds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorFault {
+    pub tensor: String,
+    pub reason: String,
+}
+
+impl TensorFault {
+    pub fn new(tensor: &str, reason: impl Into<String>) -> Self {
+        TensorFault {
+            tensor: tensor.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn in_file(self, file: &Path) -> CodecError {
+        CodecError::Tensor {
+            file: file.to_path_buf(),
+            tensor: self.tensor,
+            reason: self.reason,
+        }
+    }
+}
