@@ -96,8 +96,10 @@ def from_raw(raw: np.ndarray, dtype: str, shape: Sequence[int], framework: str, 
     if framework == "torch":
         import torch
 
-        t = torch.from_numpy(raw)
-        t = t.view(_torch_dtype(dtype)).reshape(tuple(shape))
+        if raw.size == 0:  # torch cannot re-view an empty buffer across element sizes
+            t = torch.empty(tuple(shape), dtype=_torch_dtype(dtype))
+        else:
+            t = torch.from_numpy(raw).view(_torch_dtype(dtype)).reshape(tuple(shape))
         if device is not None and str(device) != "cpu":
             t = t.to(device)
         return t
@@ -138,5 +140,7 @@ def to_raw(tensor: Any) -> tuple[str, list[int], np.ndarray]:
             t = t.cpu()
         t = t.contiguous()
         name = _torch_name(t.dtype)
+        if t.numel() == 0:
+            return name, list(t.shape), np.empty(0, np.uint8)
         return name, list(t.shape), t.reshape(-1).view(torch.uint8).numpy()
     raise CodecError(f"expected a torch tensor or numpy array, got {type(tensor).__name__}")

@@ -1,0 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))  # realdata helpers shared with the demo and benches
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """Real checkpoints built once and reused (ignored by git)."""
+    d = ROOT / "demo-data"
+    d.mkdir(exist_ok=True)
+    return d
