@@ -85,6 +85,16 @@ def split(raw: bytes) -> tuple[dict, bytes]:
     return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
+def tensors_of(raw: bytes) -> dict[str, tuple[str, list[int], bytes]]:
+    """{name: (dtype, shape, bytes)} of well-formed file bytes (metadata left out)."""
+    header, data = split(raw)
+    return {
+        name: (e["dtype"], e["shape"], data[e["data_offsets"][0] : e["data_offsets"][1]])
+        for name, e in header.items()
+        if name != "__metadata__"
+    }
+
+
 def write(path: Path, raw: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(raw)

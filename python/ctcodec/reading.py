@@ -7,13 +7,22 @@ from typing import Any, Iterator
 
 from . import _native
 from .errors import CodecError
+from .formats import normalize
 from .layout import find_config, format_from_config, read_json, shard_paths
 from .tensors import default_framework, from_raw
 
 
 def declared_format(path: str | os.PathLike) -> str | None:
+    """The format config.json declares (checked against what we support), or None."""
     cfg = find_config(path)
-    return format_from_config(read_json(cfg)) if cfg else None
+    if cfg is None:
+        return None
+    try:
+        fmt = format_from_config(read_json(cfg))
+        return normalize(fmt) if fmt else None
+    except CodecError as e:
+        msg = str(e)
+        raise CodecError(msg if str(cfg) in msg else f"{cfg}: {msg}") from None
 
 
 def decompress_file(

@@ -34,6 +34,12 @@ impl Geometry {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or("shape overflows")?;
         rows.checked_mul(cols).ok_or("shape overflows")?;
+        // Per-row bookkeeping is O(rows); an empty tensor must not claim billions of rows.
+        if cols == 0 && rows > 1 << 24 {
+            return Err(format!(
+                "{rows} rows of zero columns is not a plausible weight"
+            ));
+        }
         let (Some(width), Some(zero_mask)) = (dtype.byte_size(), dtype.zero_test_mask()) else {
             return Err(format!(
                 "dtype {dtype} has no element-wise zero, so it cannot be bitmask-sparse"

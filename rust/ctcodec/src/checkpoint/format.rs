@@ -25,7 +25,9 @@ impl Format {
     /// Guesses the format from tensor names alone, for files without a config.json.
     pub fn detect(header: &Header) -> Format {
         let has = |suffix: &str| header.tensors.iter().any(|t| t.name.ends_with(suffix));
-        if has(".bitmask") && has(".compressed") {
+        // Either part is enough: a file holding only one of them is a broken sparse file
+        // (reported as a missing companion), not a dense one.
+        if has(".bitmask") || has(".compressed") {
             Format::SparseBitmask
         } else {
             Format::Dense

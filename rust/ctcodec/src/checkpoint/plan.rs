@@ -84,6 +84,14 @@ pub fn plan(file: &SafetensorsFile, format: Format) -> Result<Vec<DenseItem>> {
             None => items.push(stored(t)),
         }
     }
+    let mut names = std::collections::HashSet::new();
+    if let Some(dup) = items.iter().find(|i| !names.insert(i.name.as_str())) {
+        return Err(CodecError::tensor(
+            file.path(),
+            &dup.name,
+            "is both stored and produced by decoding its compressed companions",
+        ));
+    }
     Ok(items)
 }
 
@@ -133,8 +141,8 @@ fn bitmask_item(
         ));
     }
     let mask_ok = bitmask.numel() == geometry.mask_bytes()
-        && bitmask.shape.last().copied().unwrap_or(0) == geometry.mask_row_bytes();
-    if !mask_ok && geometry.mask_bytes() > 0 {
+        && bitmask.shape.last().copied().unwrap_or(usize::MAX) == geometry.mask_row_bytes();
+    if !mask_ok {
         return Err(CodecError::tensor(
             path,
             &bitmask.name,

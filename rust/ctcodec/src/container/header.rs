@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
@@ -105,7 +106,7 @@ pub fn parse_header(file: &Path, json: &[u8], file_len: u64) -> Result<Header> {
             return Err(bad(format!("duplicate key {name:?} in header")));
         }
         if name == "__metadata__" {
-            let map: indexmap_free::StringMap = serde_json::from_value(value)
+            let map: indexmap_free::StringMap = serde_json::from_str(value.get())
                 .map_err(|e| bad(format!("__metadata__ must map strings to strings: {e}")))?;
             metadata = Some(map.0);
             continue;
@@ -189,8 +190,9 @@ struct RawTensor {
     data_offsets: (usize, usize),
 }
 
-fn tensor_info(file: &Path, name: String, value: serde_json::Value) -> Result<TensorInfo> {
-    let raw: RawTensor = serde_json::from_value(value)
+fn tensor_info(file: &Path, name: String, value: Box<RawValue>) -> Result<TensorInfo> {
+    // Straight from the text (not via serde_json::Value) so duplicate fields are refused.
+    let raw: RawTensor = serde_json::from_str(value.get())
         .map_err(|e| CodecError::tensor(file, &name, format!("bad header entry: {e}")))?;
     let dtype = raw
         .dtype
@@ -206,7 +208,7 @@ fn tensor_info(file: &Path, name: String, value: serde_json::Value) -> Result<Te
 }
 
 /// The header's top-level object as ordered entries, so duplicate keys can be refused.
-struct Entries(Vec<(String, serde_json::Value)>);
+struct Entries(Vec<(String, Box<RawValue>)>);
 
 impl<'de> Deserialize<'de> for Entries {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -221,7 +223,7 @@ impl<'de> Deserialize<'de> for Entries {
                 mut map: A,
             ) -> std::result::Result<Entries, A::Error> {
                 let mut out = Vec::new();
-                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
                     out.push(entry);
                 }
                 Ok(Entries(out))
@@ -250,8 +252,11 @@ mod indexmap_free {
                     mut map: A,
                 ) -> std::result::Result<StringMap, A::Error> {
                     let mut out = Vec::new();
-                    while let Some(entry) = map.next_entry::<String, String>()? {
-                        out.push(entry);
+                    while let Some((k, v)) = map.next_entry::<String, String>()? {
+                        if out.iter().any(|(seen, _)| *seen == k) {
+                            return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+                        }
+                        out.push((k, v));
                     }
                     Ok(StringMap(out))
                 }
