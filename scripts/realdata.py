@@ -95,13 +95,13 @@ def scaled_checkpoint(src: Path, dst: Path, copies: int, shard_bytes: int = 512 
         if shard and size + nbytes > shard_bytes:
             shards.append(shard)
             shard, size = {}, 0
-        shard[n] = out[n]
+        shard[n] = out[n]  # copies share storage; each shard is cloned when written
         size += nbytes
         total += nbytes
     shards.append(shard)
     for i, sh in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(sh, dst / fname, metadata={"format": "pt"})
+        save_file({k: v.clone() for k, v in sh.items()}, dst / fname, metadata={"format": "pt"})
         weight_map.update({n: fname for n in sh})
     (dst / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)

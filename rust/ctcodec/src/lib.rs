@@ -7,6 +7,7 @@
 //!   bounded memory.
 
 pub mod bitmask;
+pub mod buffer;
 pub mod checkpoint;
 pub mod container;
 pub mod dtype;

@@ -8,6 +8,7 @@
 //! Work is split over rows with rayon; decoding writes straight into the output buffer.
 
 mod rows;
+mod simd;
 
 use rayon::prelude::*;
 
@@ -75,20 +76,39 @@ impl Geometry {
     }
 }
 
+/// Runs the SSSE3 kernel when the CPU has it, the scalar one otherwise.
+macro_rules! kernel {
+    ($w:literal, $f:ident ( $($arg:expr),* )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd::available() {
+                // SAFETY: available() checked for SSSE3.
+                unsafe { simd::$f::<$w>($($arg),*) }
+            } else {
+                rows::$f::<$w>($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            rows::$f::<$w>($($arg),*)
+        }
+    }};
+}
+
 macro_rules! by_width {
     ($width:expr, $f:ident ( $($arg:expr),* )) => {
         match $width {
-            1 => rows::$f::<1>($($arg),*),
-            2 => rows::$f::<2>($($arg),*),
-            4 => rows::$f::<4>($($arg),*),
-            8 => rows::$f::<8>($($arg),*),
+            1 => kernel!(1, $f($($arg),*)),
+            2 => kernel!(2, $f($($arg),*)),
+            4 => kernel!(4, $f($($arg),*)),
+            8 => kernel!(8, $f($($arg),*)),
             w => unreachable!("no element width {w}"),
         }
     };
 }
 
-/// Non-zeros per row of a dense tensor.
-pub fn row_counts(dense: &[u8], g: &Geometry) -> Vec<usize> {
+/// Non-zeros per row of a dense tensor, split over cores when `parallel`.
+pub fn row_counts(dense: &[u8], g: &Geometry, parallel: bool) -> Vec<usize> {
     assert_eq!(
         dense.len(),
         g.dense_bytes(),
@@ -97,11 +117,16 @@ pub fn row_counts(dense: &[u8], g: &Geometry) -> Vec<usize> {
     if g.row_bytes() == 0 {
         return vec![0; g.rows];
     }
-    dense
-        .par_chunks(g.row_bytes())
-        .with_min_len(g.rows_per_task())
-        .map(|row| by_width!(g.width, count_nonzero(row, g.zero_mask)))
-        .collect()
+    let count = |row: &[u8]| by_width!(g.width, count_nonzero(row, g.zero_mask));
+    if parallel {
+        dense
+            .par_chunks(g.row_bytes())
+            .with_min_len(g.rows_per_task())
+            .map(count)
+            .collect()
+    } else {
+        dense.chunks(g.row_bytes()).map(count).collect()
+    }
 }
 
 /// Exclusive prefix sum of row counts, with the total appended.
@@ -135,14 +160,16 @@ pub fn ct_row_offsets(counts: &[usize], lead_dims: &[usize]) -> Vec<i64> {
     out
 }
 
-/// Fills `values` (the non-zeros) and `mask` for a dense tensor whose row counts are
-/// known. `values` must hold exactly the total count of elements.
+/// Fills `values` (the non-zeros) and `mask` (zeroed) for a dense tensor whose row counts
+/// are known, split over cores when `parallel`. `values` must hold exactly the total
+/// count of elements.
 pub fn encode_into(
     dense: &[u8],
     g: &Geometry,
     counts: &[usize],
     values: &mut [u8],
     mask: &mut [u8],
+    parallel: bool,
 ) {
     let offs = offsets(counts);
     assert_eq!(values.len(), offs[g.rows] * g.width, "values buffer size");
@@ -158,7 +185,7 @@ pub fn encode_into(
         vals_rest = vr;
         mask_rest = mr;
     }
-    tasks.into_par_iter().for_each(|(r0, r1, v, m)| {
+    let run = |(r0, r1, v, m): (usize, usize, &mut [u8], &mut [u8])| {
         let mut at = 0usize;
         for r in r0..r1 {
             let row = &dense[r * g.row_bytes()..(r + 1) * g.row_bytes()];
@@ -169,7 +196,12 @@ pub fn encode_into(
             );
             at += n * g.width;
         }
-    });
+    };
+    if parallel {
+        tasks.into_par_iter().for_each(run);
+    } else {
+        tasks.into_iter().for_each(run);
+    }
 }
 
 /// A dense tensor in bitmask form.
@@ -187,11 +219,11 @@ impl Encoded {
 
 /// Encodes a dense tensor, counting first so every buffer is allocated once.
 pub fn encode(dense: &[u8], g: &Geometry) -> Encoded {
-    let counts = row_counts(dense, g);
+    let counts = row_counts(dense, g, true);
     let offs = offsets(&counts);
     let mut values = vec![0u8; offs[g.rows] * g.width];
     let mut mask = vec![0u8; g.mask_bytes()];
-    encode_into(dense, g, &counts, &mut values, &mut mask);
+    encode_into(dense, g, &counts, &mut values, &mut mask, true);
     Encoded {
         values,
         mask,
@@ -199,8 +231,8 @@ pub fn encode(dense: &[u8], g: &Geometry) -> Encoded {
     }
 }
 
-/// Set bits per row of a packed mask, padding bits excluded.
-pub fn mask_row_counts(mask: &[u8], g: &Geometry) -> Vec<usize> {
+/// Set bits per row of a packed mask, padding bits excluded; split over cores when `parallel`.
+pub fn mask_row_counts(mask: &[u8], g: &Geometry, parallel: bool) -> Vec<usize> {
     assert_eq!(
         mask.len(),
         g.mask_bytes(),
@@ -209,15 +241,28 @@ pub fn mask_row_counts(mask: &[u8], g: &Geometry) -> Vec<usize> {
     if g.mask_row_bytes() == 0 {
         return vec![0; g.rows];
     }
-    mask.par_chunks(g.mask_row_bytes())
-        .with_min_len(g.rows_per_task())
-        .map(|m| rows::count_mask_bits(m, g.cols))
-        .collect()
+    let count = |m: &[u8]| rows::count_mask_bits(m, g.cols);
+    if parallel {
+        mask.par_chunks(g.mask_row_bytes())
+            .with_min_len(g.rows_per_task())
+            .map(count)
+            .collect()
+    } else {
+        mask.chunks(g.mask_row_bytes()).map(count).collect()
+    }
 }
 
 /// Scatters `values` into `out` (dense size, already zeroed) following `mask`, whose
 /// per-row counts are `counts`. The caller has checked the counts sum to the values.
-pub fn decode_into(values: &[u8], mask: &[u8], g: &Geometry, counts: &[usize], out: &mut [u8]) {
+/// Split over cores when `parallel`.
+pub fn decode_into(
+    values: &[u8],
+    mask: &[u8],
+    g: &Geometry,
+    counts: &[usize],
+    out: &mut [u8],
+    parallel: bool,
+) {
     let offs = offsets(counts);
     assert_eq!(
         values.len(),
@@ -229,17 +274,26 @@ pub fn decode_into(values: &[u8], mask: &[u8], g: &Geometry, counts: &[usize], o
         return;
     }
     let step = g.rows_per_task();
-    out.par_chunks_mut(step * g.row_bytes())
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            let r0 = task * step;
-            for (i, row_out) in chunk.chunks_mut(g.row_bytes()).enumerate() {
-                let r = r0 + i;
-                let row_mask = &mask[r * g.mask_row_bytes()..(r + 1) * g.mask_row_bytes()];
-                let row_vals = &values[offs[r] * g.width..offs[r + 1] * g.width];
-                by_width!(g.width, decode_row(row_mask, g.cols, row_vals, row_out));
-            }
-        });
+    let run = |(task, chunk): (usize, &mut [u8])| {
+        let r0 = task * step;
+        for (i, row_out) in chunk.chunks_mut(g.row_bytes()).enumerate() {
+            let r = r0 + i;
+            let row_mask = &mask[r * g.mask_row_bytes()..(r + 1) * g.mask_row_bytes()];
+            // The rest of the buffer, not just this row: the SIMD kernel loads 16 bytes
+            // at a time and may read (never use) the next row's values.
+            let row_vals = &values[offs[r] * g.width..];
+            by_width!(g.width, decode_row(row_mask, g.cols, row_vals, row_out));
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(step * g.row_bytes())
+            .enumerate()
+            .for_each(run);
+    } else {
+        out.chunks_mut(step * g.row_bytes())
+            .enumerate()
+            .for_each(run);
+    }
 }
 
 /// Decodes into a fresh zeroed buffer, checking the value count against the mask.
@@ -252,7 +306,7 @@ pub fn decode(values: &[u8], mask: &[u8], g: &Geometry) -> Result<Vec<u8>, Strin
             g.mask_row_bytes()
         ));
     }
-    let counts = mask_row_counts(mask, g);
+    let counts = mask_row_counts(mask, g, true);
     let total: usize = counts.iter().sum();
     if values.len() != total * g.width {
         return Err(format!(
@@ -260,8 +314,8 @@ pub fn decode(values: &[u8], mask: &[u8], g: &Geometry) -> Result<Vec<u8>, Strin
             values.len() / g.width
         ));
     }
-    let mut out = vec![0u8; g.dense_bytes()];
-    decode_into(values, mask, g, &counts, &mut out);
+    let mut out = crate::buffer::zeroed(g.dense_bytes());
+    decode_into(values, mask, g, &counts, &mut out, true);
     Ok(out)
 }
 

@@ -105,6 +105,46 @@ pub fn decode_row<const W: usize>(
     taken
 }
 
+/// Scalar tail of a row's decode, from column `start` on (any column; padding bits of
+/// the last mask byte ignored). Returns how many values were consumed.
+pub fn decode_row_from<const W: usize>(
+    mask: &[u8],
+    start: usize,
+    cols: usize,
+    values: &[u8],
+    out: &mut [u8],
+) -> usize {
+    let mut taken = 0usize;
+    for c in start..cols {
+        if mask[c / 8] >> (c % 8) & 1 == 1 {
+            out[c * W..(c + 1) * W].copy_from_slice(&values[taken * W..(taken + 1) * W]);
+            taken += 1;
+        }
+    }
+    taken
+}
+
+/// Scalar tail of a row's encode, from column `start` on; ORs bits into `mask` (which
+/// must be zero there). Returns how many values were written.
+pub fn encode_row_from<const W: usize>(
+    row: &[u8],
+    start: usize,
+    zero_mask: u64,
+    mask: &mut [u8],
+    values: &mut [u8],
+) -> usize {
+    let mut written = 0usize;
+    for c in start..row.len() / W {
+        let elem = &row[c * W..(c + 1) * W];
+        if load::<W>(elem) & zero_mask != 0 {
+            mask[c / 8] |= 1 << (c % 8);
+            values[written * W..(written + 1) * W].copy_from_slice(elem);
+            written += 1;
+        }
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! written first), then encode each tensor into its slot. Memory holds one tensor's
 //! output at a time, whatever the file size.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::bitmask::{self, Geometry};
@@ -10,8 +11,10 @@ use crate::container::{byte_len, AtomicWriter, Layout, TensorSpec};
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
 
+use super::background::{write_in_background, Batch, Queue};
 use super::decode::in_file;
 use super::plan::{BITMASK, COMPRESSED, ROW_OFFSETS, SHAPE};
+use super::schedule::for_each_tensor;
 use super::source::TensorSource;
 
 /// What happened to one input tensor.
@@ -45,39 +48,14 @@ pub fn compress_to_file(
     assert_eq!(select.len(), specs.len(), "one selection flag per tensor");
     let path = src.path();
 
+    let sizes: Vec<usize> = specs
+        .iter()
+        .map(|s| byte_len(s.dtype, &s.shape).unwrap_or(usize::MAX))
+        .collect();
+
     // Pass 1: validate and count.
-    let mut counts: Vec<Option<Vec<usize>>> = Vec::with_capacity(specs.len());
-    for (i, spec) in specs.iter().enumerate() {
-        let bytes = src.bytes(i)?;
-        let expected = byte_len(spec.dtype, &spec.shape);
-        if expected != Some(bytes.len()) {
-            return Err(CodecError::tensor(
-                path,
-                &spec.name,
-                format!(
-                    "holds {} bytes but {} {:?} needs {expected:?}",
-                    bytes.len(),
-                    spec.dtype,
-                    spec.shape
-                ),
-            ));
-        }
-        if !select[i] {
-            counts.push(None);
-            continue;
-        }
-        if module_of(&spec.name).is_none() {
-            return Err(CodecError::tensor(
-                path,
-                &spec.name,
-                "only `<module>.weight` tensors can be bitmask-compressed",
-            ));
-        }
-        let g = geometry(path, spec)?;
-        counts.push(Some(bitmask::row_counts(&bytes, &g)));
-        drop(bytes);
-        src.release(i);
-    }
+    let counts: Vec<Option<Vec<usize>>> =
+        for_each_tensor(&sizes, |i, split| count_tensor(src, i, select[i], split))?;
 
     // Output layout.
     let mut out_specs = Vec::new();
@@ -115,32 +93,54 @@ pub fn compress_to_file(
     let layout = Layout::new(out_specs, src.metadata()).map_err(|e| in_file(e, path))?;
     let writer = AtomicWriter::create(dst, layout)?;
 
-    // Pass 2: encode and write.
-    let mut stats = Vec::with_capacity(specs.len());
-    for (i, (spec, c)) in specs.iter().zip(&counts).enumerate() {
-        let bytes = src.bytes(i)?;
-        let stat = match c {
-            None => {
-                writer.write(&spec.name, &bytes)?;
-                TensorStat {
-                    name: spec.name.clone(),
-                    dtype: spec.dtype,
-                    shape: spec.shape.clone(),
-                    compressed: false,
-                    nonzero: spec.shape.iter().product(),
-                    bytes_in: bytes.len(),
-                    bytes_out: bytes.len(),
-                }
-            }
-            Some(c) => write_bitmask(&writer, spec, &bytes, c, path)?,
-        };
-        drop(bytes);
-        src.release(i);
-        progress(stat.bytes_in as u64);
-        stats.push(stat);
-    }
+    // Pass 2: encode tensors in parallel; one thread writes them out.
+    let stats = write_in_background(&writer, |queue| {
+        for_each_tensor(&sizes, |i, split| {
+            encode_tensor(src, i, counts[i].as_deref(), split, queue, progress)
+        })
+    })?;
     writer.commit()?;
     Ok(stats)
+}
+
+/// Checks one input tensor and, when selected, counts its non-zeros per row.
+fn count_tensor(
+    src: &dyn TensorSource,
+    i: usize,
+    selected: bool,
+    split: bool,
+) -> Result<Option<Vec<usize>>> {
+    let spec = &src.specs()[i];
+    let path = src.path();
+    let bytes = src.bytes(i)?;
+    let expected = byte_len(spec.dtype, &spec.shape);
+    if expected != Some(bytes.len()) {
+        return Err(CodecError::tensor(
+            path,
+            &spec.name,
+            format!(
+                "holds {} bytes but {} {:?} needs {expected:?}",
+                bytes.len(),
+                spec.dtype,
+                spec.shape
+            ),
+        ));
+    }
+    if !selected {
+        return Ok(None);
+    }
+    if module_of(&spec.name).is_none() {
+        return Err(CodecError::tensor(
+            path,
+            &spec.name,
+            "only `<module>.weight` tensors can be bitmask-compressed",
+        ));
+    }
+    let g = geometry(path, spec)?;
+    let counts = bitmask::row_counts(&bytes, &g, split);
+    drop(bytes);
+    src.release(i);
+    Ok(Some(counts))
 }
 
 fn geometry(path: &Path, spec: &TensorSpec) -> Result<Geometry> {
@@ -154,41 +154,64 @@ fn mask_shape(spec: &TensorSpec, g: &Geometry) -> Vec<usize> {
     shape
 }
 
-fn write_bitmask(
-    writer: &AtomicWriter,
-    spec: &TensorSpec,
-    dense: &[u8],
-    counts: &[usize],
-    path: &Path,
+/// Encodes (or passes through) tensor `i` and queues its output parts.
+fn encode_tensor<'a>(
+    src: &'a dyn TensorSource,
+    i: usize,
+    counts: Option<&[usize]>,
+    split: bool,
+    queue: &Queue<'_, 'a>,
+    progress: &'a (dyn Fn(u64) + Sync),
 ) -> Result<TensorStat> {
-    let m = module_of(&spec.name).expect("checked");
-    let g = geometry(path, spec)?;
-    let offsets = bitmask::offsets(counts);
-    let nnz = offsets[g.rows];
-    let mut values = vec![0u8; nnz * g.width];
-    let mut mask = vec![0u8; g.mask_bytes()];
-    bitmask::encode_into(dense, &g, counts, &mut values, &mut mask);
-    let shape: Vec<u8> = spec
-        .shape
-        .iter()
-        .flat_map(|&d| (d as i64).to_le_bytes())
-        .collect();
-    let lead = &spec.shape[..spec.shape.len() - 1];
-    let row_offsets: Vec<u8> = bitmask::ct_row_offsets(counts, lead)
-        .iter()
-        .flat_map(|o| o.to_le_bytes())
-        .collect();
-    writer.write(&format!("{m}.{COMPRESSED}"), &values)?;
-    writer.write(&format!("{m}.{BITMASK}"), &mask)?;
-    writer.write(&format!("{m}.{SHAPE}"), &shape)?;
-    writer.write(&format!("{m}.{ROW_OFFSETS}"), &row_offsets)?;
-    Ok(TensorStat {
+    let spec = &src.specs()[i];
+    let bytes = src.bytes(i)?;
+    let bytes_in = bytes.len();
+    let mut stat = TensorStat {
         name: spec.name.clone(),
         dtype: spec.dtype,
         shape: spec.shape.clone(),
-        compressed: true,
-        nonzero: nnz,
-        bytes_in: dense.len(),
-        bytes_out: values.len() + mask.len() + shape.len() + row_offsets.len(),
-    })
+        compressed: counts.is_some(),
+        nonzero: spec.shape.iter().product(),
+        bytes_in,
+        bytes_out: bytes_in,
+    };
+    let parts = match counts {
+        // Stored as is: the writer copies straight from the input and then releases it.
+        None => vec![(spec.name.clone(), bytes)],
+        Some(counts) => {
+            let m = module_of(&spec.name).expect("checked in pass 1");
+            let g = geometry(src.path(), spec)?;
+            let offsets = bitmask::offsets(counts);
+            let mut values = vec![0u8; offsets[g.rows] * g.width];
+            let mut mask = vec![0u8; g.mask_bytes()];
+            bitmask::encode_into(&bytes, &g, counts, &mut values, &mut mask, split);
+            drop(bytes);
+            let shape: Vec<u8> = spec
+                .shape
+                .iter()
+                .flat_map(|&d| (d as i64).to_le_bytes())
+                .collect();
+            let lead = &spec.shape[..spec.shape.len() - 1];
+            let row_offsets: Vec<u8> = bitmask::ct_row_offsets(counts, lead)
+                .iter()
+                .flat_map(|o| o.to_le_bytes())
+                .collect();
+            stat.nonzero = offsets[g.rows];
+            stat.bytes_out = values.len() + mask.len() + shape.len() + row_offsets.len();
+            vec![
+                (format!("{m}.{COMPRESSED}"), Cow::Owned(values)),
+                (format!("{m}.{BITMASK}"), Cow::Owned(mask)),
+                (format!("{m}.{SHAPE}"), Cow::Owned(shape)),
+                (format!("{m}.{ROW_OFFSETS}"), Cow::Owned(row_offsets)),
+            ]
+        }
+    };
+    queue.send(Batch {
+        parts,
+        done: Some(Box::new(move || {
+            src.release(i);
+            progress(bytes_in as u64);
+        })),
+    })?;
+    Ok(stat)
 }

@@ -1,15 +1,18 @@
 //! Producing dense tensors from a compressed file: into memory, or into a new file.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::bitmask;
-use crate::container::{AtomicWriter, Layout, SafetensorsFile, TensorSpec};
+use crate::container::{byte_len, AtomicWriter, Layout, SafetensorsFile, TensorSpec};
 use crate::error::{CodecError, Result};
 
+use super::background::{write_in_background, Batch};
 use super::format::Format;
 use super::plan::{plan, BitmaskParts, DenseItem, Source};
+use super::schedule::for_each_tensor;
 
-/// The dense bytes of one planned tensor.
+/// The dense bytes of one planned tensor, in a buffer of its own, decoded on all cores.
 pub fn read_dense(file: &SafetensorsFile, item: &DenseItem) -> Result<Vec<u8>> {
     let out = match &item.source {
         Source::Stored(info) => {
@@ -17,17 +20,17 @@ pub fn read_dense(file: &SafetensorsFile, item: &DenseItem) -> Result<Vec<u8>> {
             file.release(info);
             bytes
         }
-        Source::Bitmask(parts) => decode_bitmask(file, parts)?,
+        Source::Bitmask(parts) => decode_bitmask(file, parts, true)?,
     };
     Ok(out)
 }
 
-fn decode_bitmask(file: &SafetensorsFile, parts: &BitmaskParts) -> Result<Vec<u8>> {
+fn decode_bitmask(file: &SafetensorsFile, parts: &BitmaskParts, split: bool) -> Result<Vec<u8>> {
     let path = file.path();
     let g = &parts.geometry;
     let mask = file.bytes(&parts.bitmask)?;
     let values = file.bytes(&parts.compressed)?;
-    let counts = bitmask::mask_row_counts(&mask, g);
+    let counts = bitmask::mask_row_counts(&mask, g, split);
     let total: usize = counts.iter().sum();
     if total != parts.compressed.numel() {
         return Err(CodecError::tensor(
@@ -42,8 +45,8 @@ fn decode_bitmask(file: &SafetensorsFile, parts: &BitmaskParts) -> Result<Vec<u8
     if let Some(ro) = &parts.row_offsets {
         check_row_offsets(file, ro, &counts, parts.lead_dims(), &parts.module)?;
     }
-    let mut out = vec![0u8; g.dense_bytes()];
-    bitmask::decode_into(&values, &mask, g, &counts, &mut out);
+    let mut out = crate::buffer::zeroed(g.dense_bytes());
+    bitmask::decode_into(&values, &mask, g, &counts, &mut out, split);
     drop((mask, values));
     file.release(&parts.bitmask);
     file.release(&parts.compressed);
@@ -93,11 +96,31 @@ pub fn decompress_file(
     let layout =
         Layout::new(specs, file.header().metadata.as_deref()).map_err(|e| in_file(e, src))?;
     let writer = AtomicWriter::create(dst, layout)?;
-    for item in &items {
-        let dense = read_dense(&file, item)?;
-        writer.write(&item.name, &dense)?;
-        progress(dense.len() as u64);
-    }
+    let sizes: Vec<usize> = items
+        .iter()
+        .map(|i| byte_len(i.dtype, &i.shape).unwrap_or(usize::MAX))
+        .collect();
+    let file = &file;
+    write_in_background(&writer, |queue| {
+        for_each_tensor(&sizes, |i, split| {
+            let item = &items[i];
+            // Stored tensors go from the input map straight to the writer.
+            let (bytes, stored) = match &item.source {
+                Source::Stored(info) => (file.bytes(info)?, Some(info)),
+                Source::Bitmask(parts) => (Cow::Owned(decode_bitmask(file, parts, split)?), None),
+            };
+            let n = bytes.len() as u64;
+            queue.send(Batch {
+                parts: vec![(item.name.clone(), bytes)],
+                done: Some(Box::new(move || {
+                    if let Some(info) = stored {
+                        file.release(info);
+                    }
+                    progress(n);
+                })),
+            })
+        })
+    })?;
     writer.commit()?;
     Ok(items.len())
 }

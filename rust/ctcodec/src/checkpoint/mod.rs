@@ -1,10 +1,12 @@
 //! Whole files: compress a dense safetensors file (or in-memory tensors) to a
 //! compressed one, and read or write the dense form of a compressed file.
 
+mod background;
 mod compress;
 mod decode;
 mod format;
 mod plan;
+mod schedule;
 mod source;
 
 pub use compress::{compress_to_file, module_of, TensorStat};
