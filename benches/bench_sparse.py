@@ -4,7 +4,8 @@ Input: a >= 1 GB bf16 checkpoint made of real SmolLM2-135M weights (Linear layer
 magnitude-pruned to 50%, decoder layers repeated to reach the size), sharded.
 Every figure is the best of --repeat runs, and the table reports ratios measured here,
 side by side; absolute speeds on a shared 2-core VM are noise. Files are in the page
-cache for every contender (each is read once before timing).
+cache for every contender (each is read once before timing), except in the cold-cache
+rows, where the page cache is emptied before each run (needs root) so reads hit the disk.
 
     .venv/bin/python benches/bench_sparse.py [--copies 4] [--rss-copies 12] [--repeat 3]
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,9 +41,12 @@ def touch(t: torch.Tensor) -> int:
     return int(b[::PAGE].sum())
 
 
-def best(fn, repeat: int) -> float:
+def best(fn, repeat: int, setup=None) -> float:
+    """Best wall time of `repeat` calls; `setup` (untimed) runs before each."""
     times = []
     for _ in range(repeat):
+        if setup:
+            setup()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -101,6 +104,16 @@ def safetensors_dense_all(folder: Path) -> None:
                 touch(f.get_tensor(k))
 
 
+def drop_page_cache() -> bool:
+    """Empties the page cache (root only), so the next read comes from the disk."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def memcpy_rate(nbytes: int, repeat: int) -> float:
     src = np.ones(nbytes, np.uint8)
     dst = np.empty_like(src)
@@ -109,10 +122,12 @@ def memcpy_rate(nbytes: int, repeat: int) -> float:
 
 
 def peak_rss_compress(src: Path, dst: Path) -> int:
-    """Peak RSS (bytes) of a fresh process that compresses `src`."""
+    """Peak RSS (bytes) of a fresh process that compresses `src`. Read from VmHWM, which
+    belongs to the process image: ru_maxrss would also count the parent's memory, which
+    the child carries until exec."""
     code = (
-        "import ctcodec, resource, sys; ctcodec.compress_checkpoint(sys.argv[1], sys.argv[2]); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import ctcodec, sys; ctcodec.compress_checkpoint(sys.argv[1], sys.argv[2]); "
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
     out = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) * 1024
@@ -133,10 +148,13 @@ def main() -> int:
     nbytes = sum(s.stat().st_size for s in shards(dense))
     ours_dir, ct_dir = data / "ours-comp", data / "ct-comp"
 
+    def clear(*folders):
+        return lambda: [shutil.rmtree(f, ignore_errors=True) for f in folders]
+
     def ours_compress():
-        shutil.rmtree(ours_dir, ignore_errors=True)
         return ctcodec.compress_checkpoint(dense, ours_dir)
 
+    clear(ours_dir)()
     summary = ours_compress()  # also warms the page cache
     targets: dict[str, set[str]] = {}
     for s in shards(dense):
@@ -145,12 +163,11 @@ def main() -> int:
         targets[s.name] = {st["name"][: -len(".weight")] for st in summary["stats"] if st["compressed"] and st["name"] in names}
 
     def ct_compress_run():
-        shutil.rmtree(ct_dir, ignore_errors=True)
         ct_compress(dense, ct_dir, targets)
 
     print(f"input: {dense} ({nbytes / 2**30:.2f} GiB bf16, {len(shards(dense))} shards)", flush=True)
-    t_ours_c = best(ours_compress, args.repeat)
-    t_ct_c = best(ct_compress_run, max(1, args.repeat - 1))
+    t_ours_c = best(ours_compress, args.repeat, setup=clear(ours_dir))
+    t_ct_c = best(ct_compress_run, max(1, args.repeat - 1), setup=clear(ct_dir))
     same = all((ours_dir / s.name).read_bytes() == (ct_dir / s.name).read_bytes() for s in shards(dense))
 
     comp_bytes = sum(s.stat().st_size for s in shards(ours_dir))
@@ -161,11 +178,15 @@ def main() -> int:
     back = data / "ours-back"
 
     def ours_decompress_files():
-        shutil.rmtree(back, ignore_errors=True)
         ctcodec.decompress_checkpoint(ours_dir, back)
 
-    t_ours_df = best(ours_decompress_files, args.repeat)
+    t_ours_df = best(ours_decompress_files, args.repeat, setup=clear(back))
     memcpy = memcpy_rate(nbytes, args.repeat)
+
+    cold = drop_page_cache()
+    if cold:  # the same reads with the files coming from the disk, not the page cache
+        t_ours_cold = best(lambda: ours_decompress_all(ours_dir), args.repeat, setup=drop_page_cache)
+        t_st_cold = best(lambda: safetensors_dense_all(dense), args.repeat, setup=drop_page_cache)
 
     rate = lambda t: nbytes / t / 2**20  # noqa: E731  MiB/s of dense bytes
     res = {
@@ -177,6 +198,8 @@ def main() -> int:
         "decompress_to_files_s": {"ctcodec": t_ours_df},
         "memcpy_mib_s": memcpy / 2**20,
     }
+    if cold:
+        res["cold_cache_read_s"] = {"ctcodec_decompress": t_ours_cold, "safetensors_dense_read": t_st_cold}
     print(f"\n| measure (same run, {os.cpu_count()} cores, best of {args.repeat}) | time | dense MiB/s | ratio |")
     print("|---|---|---|---|")
     print(f"| compress: ctcodec | {t_ours_c:.2f} s | {rate(t_ours_c):,.0f} | **{t_ct_c / t_ours_c:.1f}x** compressed-tensors |")
@@ -186,6 +209,9 @@ def main() -> int:
     print(f"| read dense file: safetensors (every page touched) | {t_st:.2f} s | {rate(t_st):,.0f} | ctcodec is **{t_st / t_ours_d:.2f}x** its speed |")
     print(f"| memcpy of the same bytes (numpy, warm destination) | {nbytes / memcpy:.2f} s | {memcpy / 2**20:,.0f} | ctcodec decompress = **{rate(t_ours_d) / (memcpy / 2**20):.2f}x** memcpy |")
     print(f"| decompress to files: ctcodec | {t_ours_df:.2f} s | {rate(t_ours_df):,.0f} | |")
+    if cold:
+        print(f"| cold cache, decompress to memory: ctcodec | {t_ours_cold:.2f} s | {rate(t_ours_cold):,.0f} | **{t_st_cold / t_ours_cold:.2f}x** safetensors |")
+        print(f"| cold cache, read dense file: safetensors | {t_st_cold:.2f} s | {rate(t_st_cold):,.0f} | 1.0x |")
     print(f"\nsize {nbytes / 2**20:,.0f} MiB -> {comp_bytes / 2**20:,.0f} MiB ({nbytes / comp_bytes:.2f}x); "
           f"files byte-identical to compressed-tensors' output: {same}")
 

@@ -56,6 +56,7 @@ pub fn compress_to_file(
     // Pass 1: validate and count.
     let counts: Vec<Option<Vec<usize>>> =
         for_each_tensor(&sizes, |i, split| count_tensor(src, i, select[i], split))?;
+    src.end_pass();
 
     // Output layout.
     let mut out_specs = Vec::new();
@@ -99,6 +100,7 @@ pub fn compress_to_file(
             encode_tensor(src, i, counts[i].as_deref(), split, queue, progress)
         })
     })?;
+    src.end_pass();
     writer.commit()?;
     Ok(stats)
 }
@@ -127,6 +129,9 @@ fn count_tensor(
         ));
     }
     if !selected {
+        // Release it all the same, or the used run from the file start stalls here.
+        drop(bytes);
+        src.release(i);
         return Ok(None);
     }
     if module_of(&spec.name).is_none() {

@@ -14,6 +14,8 @@ pub trait TensorSource: Sync {
     fn bytes(&self, index: usize) -> Result<Cow<'_, [u8]>>;
     /// Called once the tensor's bytes are no longer needed.
     fn release(&self, _index: usize) {}
+    /// Called after each full pass over the tensors.
+    fn end_pass(&self) {}
     fn metadata(&self) -> Option<&[(String, String)]>;
 }
 
@@ -47,6 +49,9 @@ impl TensorSource for FileSource {
     }
     fn release(&self, index: usize) {
         self.file.release(&self.file.header().tensors[index]);
+    }
+    fn end_pass(&self) {
+        self.file.release_all();
     }
     fn metadata(&self) -> Option<&[(String, String)]> {
         self.file.header().metadata.as_deref()

@@ -1,0 +1,25 @@
+//! Time compress_to_file on one file, every 2-D `.weight` selected.
+//! cargo run --release --example compress_speed -- IN.safetensors OUT.safetensors
+
+use std::time::Instant;
+
+use ctcodec::checkpoint::{compress_to_file, FileSource, TensorSource};
+use ctcodec::container::{ReadMode, SafetensorsFile};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    for _ in 0..3 {
+        let src = FileSource::new(SafetensorsFile::open(args[1].as_ref(), ReadMode::Auto).unwrap());
+        let select: Vec<bool> = src
+            .specs()
+            .iter()
+            .map(|s| s.name.ends_with("proj.weight") && s.shape.len() == 2)
+            .collect();
+        let bytes: u64 = std::fs::metadata(&args[1]).unwrap().len();
+        let _ = std::fs::remove_file(&args[2]);
+        let t = Instant::now();
+        compress_to_file(&src, args[2].as_ref(), &select, &|_| {}).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        println!("{:.3} s, {:.2} GB/s", s, bytes as f64 / 1e9 / s);
+    }
+}
