@@ -93,3 +93,23 @@ def test_dense_format_writes_plain_safetensors(tmp_path):
     assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
     back = load_file(tmp_path / "ours.safetensors")
     assert all(same_bits(back[k], v) for k, v in t.items())
+
+
+def test_batches_share_a_buffer_but_not_values(tmp_path, monkeypatch):
+    from ctcodec import reading
+
+    tensors = {f"l{i}.weight": make_tensor(torch.bfloat16, [33, 70], 0.5, i) for i in range(7)}
+    # one tensor above the row-splitting threshold (8 MiB), which takes the other code path
+    tensors["big.weight"] = make_tensor(torch.bfloat16, [2048, 2100], 0.5, 99)
+    ctcodec.save_compressed(tensors, tmp_path / "f.safetensors")
+    monkeypatch.setattr(reading, "BATCH_BYTES", 3 * 33 * 70 * 2)  # about three small tensors a batch
+    out = dict(ctcodec.decompress_file(tmp_path / "f.safetensors"))
+    for k, v in tensors.items():
+        assert same_bits(out[k], canonical(v)), k
+    out["l0.weight"].fill_(1.0)  # writing one tensor must not touch its batch neighbours
+    assert same_bits(out["l1.weight"], canonical(tensors["l1.weight"]))
+
+    reader = ctcodec._native.CompressedFile(str(tmp_path / "f.safetensors"))
+    buf, slots = reader.read_batch(0, 1)
+    assert len(slots) == 1  # always at least one tensor, even past the byte budget
+    assert all(off % 64 == 0 for _, off, _ in reader.read_batch(0, 10**9)[1])

@@ -47,10 +47,22 @@ def decompress_file(
         yield from _iter_file(shard, fmt, framework, device, mode)
 
 
+# Tensors are decoded in batches of up to this many bytes into one buffer each (one
+# allocation on huge pages instead of a page-faulted one per tensor; small tensors decode
+# in parallel). Tensors of a batch share that buffer, so keeping one keeps the batch.
+BATCH_BYTES = 64 << 20
+
+
 def _iter_file(path, fmt, framework, device, mode):
     reader = _native.CompressedFile(os.fspath(path), fmt, mode)
-    for index, (name, dtype, shape, _compressed) in enumerate(reader.entries()):
-        yield name, from_raw(reader.read(index), dtype, shape, framework, device)
+    entries = reader.entries()
+    index = 0
+    while index < len(entries):
+        buf, slots = reader.read_batch(index, BATCH_BYTES)
+        for i, offset, nbytes in slots:
+            name, dtype, shape, _compressed = entries[i]
+            yield name, from_raw(buf[offset : offset + nbytes], dtype, shape, framework, device)
+        index = slots[-1][0] + 1
 
 
 def load_compressed(

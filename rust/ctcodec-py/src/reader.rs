@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ctcodec::checkpoint::{plan, read_dense, DenseItem, Format};
+use ctcodec::checkpoint::{plan, read_dense, read_dense_batch, DenseItem, Format};
 use ctcodec::container::{ReadMode, SafetensorsFile};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
@@ -86,6 +86,27 @@ impl CompressedFile {
                 )
             })
             .collect()
+    }
+
+    /// Decodes tensors from `start` on into one shared uint8 buffer, as many as fit in
+    /// `max_bytes` (at least one). Returns the buffer and (index, offset, nbytes) slots.
+    #[pyo3(signature = (start, max_bytes=64 << 20))]
+    fn read_batch<'py>(
+        &self,
+        py: Python<'py>,
+        start: usize,
+        max_bytes: usize,
+    ) -> PyResult<(Bound<'py, PyArray1<u8>>, Vec<(usize, usize, usize)>)> {
+        if start >= self.items.len() {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!(
+                "no tensor {start}"
+            )));
+        }
+        let (buf, slots) = run_detached(py, || {
+            read_dense_batch(&self.file, &self.items, start, max_bytes)
+        })?;
+        let slots = slots.iter().map(|s| (s.index, s.offset, s.len)).collect();
+        Ok((buf.into_pyarray(py), slots))
     }
 
     /// The raw little-endian bytes of dense tensor `index`, as a 1-D uint8 array.

@@ -10,7 +10,7 @@ use crate::error::{CodecError, Result};
 use super::background::{write_in_background, Batch};
 use super::format::Format;
 use super::plan::{plan, BitmaskParts, DenseItem, Source};
-use super::schedule::for_each_tensor;
+use super::schedule::{for_each_job, for_each_tensor};
 
 /// The dense bytes of one planned tensor, in a buffer of its own, decoded on all cores.
 pub fn read_dense(file: &SafetensorsFile, item: &DenseItem) -> Result<Vec<u8>> {
@@ -25,7 +25,76 @@ pub fn read_dense(file: &SafetensorsFile, item: &DenseItem) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Where each tensor of a batch sits in the batch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub index: usize,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// Slots are aligned so every dtype (and SIMD) is happy with its start.
+const SLOT_ALIGN: usize = 64;
+
+/// Decodes consecutive tensors from `start` into one shared buffer: as many as fit in
+/// `max_bytes` (always at least one). One allocation, backed by huge pages when large,
+/// replaces a page-faulted allocation per tensor, and small tensors decode in parallel.
+pub fn read_dense_batch(
+    file: &SafetensorsFile,
+    items: &[DenseItem],
+    start: usize,
+    max_bytes: usize,
+) -> Result<(Vec<u8>, Vec<Slot>)> {
+    let mut slots = Vec::new();
+    let mut total = 0usize;
+    for (index, item) in items.iter().enumerate().skip(start) {
+        let len = byte_len(item.dtype, &item.shape).unwrap_or(usize::MAX);
+        let offset = total.div_ceil(SLOT_ALIGN) * SLOT_ALIGN;
+        if !slots.is_empty() && offset.saturating_add(len) > max_bytes {
+            break;
+        }
+        slots.push(Slot { index, offset, len });
+        total = offset.saturating_add(len);
+    }
+    let mut buf = crate::buffer::zeroed(total);
+    let mut jobs = Vec::with_capacity(slots.len());
+    let mut rest: &mut [u8] = &mut buf;
+    let mut at = 0;
+    for slot in &slots {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(slot.offset - at);
+        let (out, tail) = tail.split_at_mut(slot.len);
+        jobs.push((&items[slot.index], out));
+        rest = tail;
+        at = slot.offset + slot.len;
+    }
+    for_each_job(
+        jobs,
+        |(_, out)| out.len(),
+        |(item, out), split| match &item.source {
+            Source::Stored(info) => {
+                out.copy_from_slice(&file.bytes(info)?);
+                file.release(info);
+                Ok(())
+            }
+            Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
+        },
+    )?;
+    Ok((buf, slots))
+}
+
 fn decode_bitmask(file: &SafetensorsFile, parts: &BitmaskParts, split: bool) -> Result<Vec<u8>> {
+    let mut out = crate::buffer::zeroed(parts.geometry.dense_bytes());
+    decode_bitmask_into(file, parts, split, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes into `out`, which must be zeroed and exactly the dense size.
+fn decode_bitmask_into(
+    file: &SafetensorsFile,
+    parts: &BitmaskParts,
+    split: bool,
+    out: &mut [u8],
+) -> Result<()> {
     let path = file.path();
     let g = &parts.geometry;
     let mask = file.bytes(&parts.bitmask)?;
@@ -45,12 +114,14 @@ fn decode_bitmask(file: &SafetensorsFile, parts: &BitmaskParts, split: bool) -> 
     if let Some(ro) = &parts.row_offsets {
         check_row_offsets(file, ro, &counts, parts.lead_dims(), &parts.module)?;
     }
-    let mut out = crate::buffer::zeroed(g.dense_bytes());
-    bitmask::decode_into(&values, &mask, g, &counts, &mut out, split);
+    bitmask::decode_into(&values, &mask, g, &counts, out, split);
     drop((mask, values));
     file.release(&parts.bitmask);
     file.release(&parts.compressed);
-    Ok(out)
+    if let Some(ro) = &parts.row_offsets {
+        file.release(ro);
+    }
+    Ok(())
 }
 
 /// compressed-tensors never reads `row_offsets`, but a file whose offsets disagree with

@@ -10,7 +10,7 @@ mod schedule;
 mod source;
 
 pub use compress::{compress_to_file, module_of, TensorStat};
-pub use decode::{decompress_file, read_dense};
+pub use decode::{decompress_file, read_dense, read_dense_batch, Slot};
 pub use format::Format;
 pub use plan::{plan, BitmaskParts, DenseItem, Source};
 pub use source::{FileSource, MemorySource, TensorSource};

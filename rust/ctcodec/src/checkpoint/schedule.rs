@@ -10,30 +10,42 @@ use crate::error::Result;
 /// A tensor at least this large (dense bytes) is worth splitting over rows.
 pub const LARGE_TENSOR: usize = 8 << 20;
 
-/// Calls `work(i, split_rows)` for every index, in order of results, keeping at most one
-/// large tensor or one small tensor per core in flight.
+/// Calls `work(i, split_rows)` for every index, results in index order, keeping at most
+/// one large tensor or one small tensor per core in flight.
 pub fn for_each_tensor<T, F>(sizes: &[usize], work: F) -> Result<Vec<T>>
 where
     T: Send,
     F: Fn(usize, bool) -> Result<T> + Sync,
 {
-    let mut out = Vec::with_capacity(sizes.len());
-    let mut i = 0;
-    while i < sizes.len() {
-        if sizes[i] >= LARGE_TENSOR {
-            out.push(work(i, true)?);
-            i += 1;
-            continue;
-        }
-        let end = (i..sizes.len())
-            .find(|&k| sizes[k] >= LARGE_TENSOR)
-            .unwrap_or(sizes.len());
-        let run: Vec<T> = (i..end)
+    for_each_job((0..sizes.len()).collect(), |&i| sizes[i], work)
+}
+
+/// The same schedule over owned jobs (e.g. each carrying its own output slice).
+pub fn for_each_job<J, T, S, F>(jobs: Vec<J>, size: S, work: F) -> Result<Vec<T>>
+where
+    J: Send,
+    T: Send,
+    S: Fn(&J) -> usize,
+    F: Fn(J, bool) -> Result<T> + Sync,
+{
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut run: Vec<J> = Vec::new();
+    let flush = |run: &mut Vec<J>, out: &mut Vec<T>| -> Result<()> {
+        let done: Vec<T> = std::mem::take(run)
             .into_par_iter()
-            .map(|k| work(k, false))
+            .map(|j| work(j, false))
             .collect::<Result<_>>()?;
-        out.extend(run);
-        i = end;
+        out.extend(done);
+        Ok(())
+    };
+    for job in jobs {
+        if size(&job) >= LARGE_TENSOR {
+            flush(&mut run, &mut out)?;
+            out.push(work(job, true)?);
+        } else {
+            run.push(job);
+        }
     }
+    flush(&mut run, &mut out)?;
     Ok(out)
 }
