@@ -1,6 +1,7 @@
 //! `ctcodec._native`: converts types, releases the GIL, maps errors; nothing else.
 
 mod errors;
+mod pool;
 mod progress;
 mod reader;
 mod writer;

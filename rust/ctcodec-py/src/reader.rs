@@ -103,10 +103,10 @@ impl CompressedFile {
             )));
         }
         let (buf, slots) = run_detached(py, || {
-            read_dense_batch(&self.file, &self.items, start, max_bytes)
+            read_dense_batch(&self.file, &self.items, start, max_bytes, crate::pool::take)
         })?;
         let slots = slots.iter().map(|s| (s.index, s.offset, s.len)).collect();
-        Ok((buf.into_pyarray(py), slots))
+        Ok((crate::pool::into_numpy(py, buf)?, slots))
     }
 
     /// The raw little-endian bytes of dense tensor `index`, as a 1-D uint8 array.

@@ -1,12 +1,13 @@
 //! Output buffers for decoded tensors. Fresh anonymous memory costs one page fault per
 //! 4 KiB on first write, which on virtual machines can cost more than the decoding
-//! itself; for large buffers we ask the kernel for huge pages and to populate the
-//! range in one call. Both are hints: on kernels without them nothing changes.
+//! itself; for large buffers we ask the kernel for huge pages (a hint: on kernels
+//! without them nothing changes). The faults then happen in the decoding threads, so
+//! the kernel's page zeroing is spread over the cores too.
 
 /// Buffers smaller than this are left to the allocator as they are.
 const POPULATE_FROM: usize = 2 << 20;
 
-/// A zero-filled buffer of `len` bytes, its pages already in place when large.
+/// A zero-filled buffer of `len` bytes, on huge pages when large.
 pub fn zeroed(len: usize) -> Vec<u8> {
     let buf = vec![0u8; len];
     if len >= POPULATE_FROM {
@@ -17,7 +18,6 @@ pub fn zeroed(len: usize) -> Vec<u8> {
 
 #[cfg(target_os = "linux")]
 fn prefault(buf: &[u8]) {
-    const MADV_POPULATE_WRITE: libc::c_int = 23;
     let page = 4096usize;
     let start = (buf.as_ptr() as usize).div_ceil(page) * page;
     let end = (buf.as_ptr() as usize + buf.len()) / page * page;
@@ -28,7 +28,6 @@ fn prefault(buf: &[u8]) {
     // the kernel backs these pages (the zeroed contents stay as they are).
     unsafe {
         libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        libc::madvise(start as *mut libc::c_void, end - start, MADV_POPULATE_WRITE);
     }
 }
 

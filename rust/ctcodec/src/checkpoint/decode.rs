@@ -39,11 +39,13 @@ const SLOT_ALIGN: usize = 64;
 /// Decodes consecutive tensors from `start` into one shared buffer: as many as fit in
 /// `max_bytes` (always at least one). One allocation, backed by huge pages when large,
 /// replaces a page-faulted allocation per tensor, and small tensors decode in parallel.
+/// `alloc(n)` supplies the buffer: `n` zeroed bytes (e.g. recycled from a pool).
 pub fn read_dense_batch(
     file: &SafetensorsFile,
     items: &[DenseItem],
     start: usize,
     max_bytes: usize,
+    alloc: impl FnOnce(usize) -> Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<Slot>)> {
     let mut slots = Vec::new();
     let mut total = 0usize;
@@ -56,7 +58,8 @@ pub fn read_dense_batch(
         slots.push(Slot { index, offset, len });
         total = offset.saturating_add(len);
     }
-    let mut buf = crate::buffer::zeroed(total);
+    let mut buf = alloc(total);
+    assert_eq!(buf.len(), total, "allocator returned the wrong size");
     let mut jobs = Vec::with_capacity(slots.len());
     let mut rest: &mut [u8] = &mut buf;
     let mut at = 0;

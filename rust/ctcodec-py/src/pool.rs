@@ -1,0 +1,76 @@
+//! Batch buffers handed to numpy without a copy and recycled when numpy lets go of them.
+//! A consumer that streams through a checkpoint (use a tensor, drop it) then decodes
+//! into memory that is already paged in, instead of paying the kernel to fault in and
+//! zero fresh pages for every batch.
+
+use std::sync::Mutex;
+
+use numpy::ndarray::ArrayView1;
+use numpy::PyArray1;
+use pyo3::prelude::*;
+
+/// Idle buffers kept for reuse, and the largest one worth keeping.
+const POOL_SLOTS: usize = 2;
+const POOL_MAX_BYTES: usize = 128 << 20;
+
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A zeroed buffer of `len` bytes, recycled when one of a fitting size is idle.
+pub fn take(len: usize) -> Vec<u8> {
+    let recycled = {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let fit = pool
+            .iter()
+            .position(|b| b.capacity() >= len && b.capacity() <= 2 * len.max(1 << 20));
+        fit.map(|i| pool.swap_remove(i))
+    };
+    match recycled {
+        Some(mut buf) => {
+            buf.clear();
+            buf.resize(len, 0);
+            buf
+        }
+        None => ctcodec::buffer::zeroed(len),
+    }
+}
+
+fn give_back(buf: Vec<u8>) {
+    if buf.capacity() > POOL_MAX_BYTES || buf.capacity() == 0 {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < POOL_SLOTS {
+        pool.push(buf);
+    }
+}
+
+/// Owns a batch buffer while numpy arrays view it; returns it to the pool on drop.
+#[pyclass(frozen, module = "ctcodec._native")]
+pub struct BatchBuffer {
+    buf: Mutex<Vec<u8>>,
+}
+
+impl Drop for BatchBuffer {
+    fn drop(&mut self) {
+        let buf = std::mem::take(self.buf.get_mut().unwrap_or_else(|e| e.into_inner()));
+        give_back(buf);
+    }
+}
+
+/// A writable 1-D uint8 numpy array over `buf`, which lives until the array is gone.
+pub fn into_numpy(py: Python<'_>, buf: Vec<u8>) -> PyResult<Bound<'_, PyArray1<u8>>> {
+    let owner = Bound::new(
+        py,
+        BatchBuffer {
+            buf: Mutex::new(buf),
+        },
+    )?;
+    let guard = owner.get().buf.lock().unwrap_or_else(|e| e.into_inner());
+    let view = ArrayView1::from(&guard[..]);
+    // SAFETY: `owner` becomes the array's base object, so the Vec outlives every view;
+    // nothing touches or reallocates it until `owner` is dropped (then it goes back to
+    // the pool, when no array refers to it any more).
+    let array = unsafe { PyArray1::borrow_from_array(&view, owner.clone().into_any()) };
+    drop(guard);
+    Ok(array)
+}
