@@ -113,3 +113,17 @@ def test_batches_share_a_buffer_but_not_values(tmp_path, monkeypatch):
     buf, slots = reader.read_batch(0, 1)
     assert len(slots) == 1  # always at least one tensor, even past the byte budget
     assert all(off % 64 == 0 for _, off, _ in reader.read_batch(0, 10**9)[1])
+
+
+def test_streaming_reuses_batch_buffers(tmp_path, monkeypatch):
+    from ctcodec import reading
+
+    tensors = {f"l{i}.weight": make_tensor(torch.float32, [64, 64], 0.5, i) for i in range(12)}
+    ctcodec.save_compressed(tensors, tmp_path / "f.safetensors")
+    monkeypatch.setattr(reading, "BATCH_BYTES", 64 * 64 * 4)  # one tensor per batch
+    hits_before, _ = ctcodec._native.pool_stats()
+    for name, t in ctcodec.decompress_file(tmp_path / "f.safetensors"):
+        assert same_bits(t, canonical(tensors[name]))  # a recycled buffer holds no stale data
+        del t
+    hits_after, _ = ctcodec._native.pool_stats()
+    assert hits_after - hits_before >= 8  # dropped tensors hand their buffers back

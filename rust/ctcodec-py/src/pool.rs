@@ -3,6 +3,7 @@
 //! into memory that is already paged in, instead of paying the kernel to fault in and
 //! zero fresh pages for every batch.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use numpy::ndarray::ArrayView1;
@@ -14,6 +15,14 @@ const POOL_SLOTS: usize = 2;
 const POOL_MAX_BYTES: usize = 128 << 20;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static HITS: AtomicUsize = AtomicUsize::new(0);
+static MISSES: AtomicUsize = AtomicUsize::new(0);
+
+/// (buffers reused, buffers freshly allocated) since the module loaded.
+#[pyfunction]
+pub fn pool_stats() -> (usize, usize) {
+    (HITS.load(Ordering::Relaxed), MISSES.load(Ordering::Relaxed))
+}
 
 /// A zeroed buffer of `len` bytes, recycled when one of a fitting size is idle.
 pub fn take(len: usize) -> Vec<u8> {
@@ -26,11 +35,28 @@ pub fn take(len: usize) -> Vec<u8> {
     };
     match recycled {
         Some(mut buf) => {
+            HITS.fetch_add(1, Ordering::Relaxed);
             buf.clear();
             buf.resize(len, 0);
             buf
         }
-        None => ctcodec::buffer::zeroed(len),
+        None => {
+            MISSES.fetch_add(1, Ordering::Relaxed);
+            // Round large buffers up so batches of slightly different sizes can share
+            // them; the extra capacity is never touched, so it costs address space only.
+            let mut buf = ctcodec::buffer::zeroed(round_up(len));
+            buf.truncate(len);
+            buf
+        }
+    }
+}
+
+fn round_up(len: usize) -> usize {
+    const STEP: usize = 16 << 20;
+    if len >= STEP {
+        len.div_ceil(STEP) * STEP
+    } else {
+        len
     }
 }
 
@@ -39,8 +65,11 @@ fn give_back(buf: Vec<u8>) {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < POOL_SLOTS {
-        pool.push(buf);
+    pool.push(buf);
+    // Keep the largest: a small leftover (a file's last batch) must not block the slots.
+    if pool.len() > POOL_SLOTS {
+        pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        pool.truncate(POOL_SLOTS);
     }
 }
 
