@@ -65,11 +65,10 @@ fn give_back(buf: Vec<u8>) {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    // Keep the most recently returned: they match the batches being read now.
     pool.push(buf);
-    // Keep the largest: a small leftover (a file's last batch) must not block the slots.
     if pool.len() > POOL_SLOTS {
-        pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
-        pool.truncate(POOL_SLOTS);
+        pool.remove(0);
     }
 }
 
