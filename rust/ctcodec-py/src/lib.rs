@@ -8,8 +8,15 @@ mod writer;
 
 use pyo3::prelude::*;
 
+/// In a forked child the rayon pool has no threads; run everything on the caller.
+extern "C" fn child_after_fork() {
+    ctcodec::parallel::disable();
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // SAFETY: registers a handler that only performs an atomic store.
+    unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<reader::CompressedFile>()?;
     m.add_function(wrap_pyfunction!(writer::compress_files, m)?)?;

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod container;
 pub mod dtype;
 pub mod error;
+pub mod parallel;
 
 pub use dtype::Dtype;
 pub use error::{CodecError, Result};

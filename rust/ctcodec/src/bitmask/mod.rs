@@ -118,7 +118,7 @@ pub fn row_counts(dense: &[u8], g: &Geometry, parallel: bool) -> Vec<usize> {
         return vec![0; g.rows];
     }
     let count = |row: &[u8]| by_width!(g.width, count_nonzero(row, g.zero_mask));
-    if parallel {
+    if parallel && crate::parallel::enabled() {
         dense
             .par_chunks(g.row_bytes())
             .with_min_len(g.rows_per_task())
@@ -197,7 +197,7 @@ pub fn encode_into(
             at += n * g.width;
         }
     };
-    if parallel {
+    if parallel && crate::parallel::enabled() {
         tasks.into_par_iter().for_each(run);
     } else {
         tasks.into_iter().for_each(run);
@@ -242,7 +242,7 @@ pub fn mask_row_counts(mask: &[u8], g: &Geometry, parallel: bool) -> Vec<usize> 
         return vec![0; g.rows];
     }
     let count = |m: &[u8]| rows::count_mask_bits(m, g.cols);
-    if parallel {
+    if parallel && crate::parallel::enabled() {
         mask.par_chunks(g.mask_row_bytes())
             .with_min_len(g.rows_per_task())
             .map(count)
@@ -285,7 +285,7 @@ pub fn decode_into(
             by_width!(g.width, decode_row(row_mask, g.cols, row_vals, row_out));
         }
     };
-    if parallel {
+    if parallel && crate::parallel::enabled() {
         out.par_chunks_mut(step * g.row_bytes())
             .enumerate()
             .for_each(run);

@@ -31,10 +31,16 @@ where
     let mut out = Vec::with_capacity(jobs.len());
     let mut run: Vec<J> = Vec::new();
     let flush = |run: &mut Vec<J>, out: &mut Vec<T>| -> Result<()> {
-        let done: Vec<T> = std::mem::take(run)
-            .into_par_iter()
-            .map(|j| work(j, false))
-            .collect::<Result<_>>()?;
+        let jobs = std::mem::take(run);
+        let done: Vec<T> = if crate::parallel::enabled() {
+            jobs.into_par_iter()
+                .map(|j| work(j, false))
+                .collect::<Result<_>>()?
+        } else {
+            jobs.into_iter()
+                .map(|j| work(j, false))
+                .collect::<Result<_>>()?
+        };
         out.extend(done);
         Ok(())
     };
