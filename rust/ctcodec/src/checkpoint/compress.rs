@@ -11,10 +11,10 @@ use crate::container::{byte_len, AtomicWriter, Layout, TensorSpec};
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
 
-use super::background::{write_in_background, Batch, Queue};
+use super::background::{write_in_background, Batch};
 use super::decode::in_file;
 use super::plan::{BITMASK, COMPRESSED, ROW_OFFSETS, SHAPE};
-use super::schedule::for_each_tensor;
+use super::schedule::{for_each_job, for_each_tensor};
 use super::source::TensorSource;
 
 /// What happened to one input tensor.
@@ -61,45 +61,66 @@ pub fn compress_to_file(
     // Output layout.
     let mut out_specs = Vec::new();
     for (spec, c) in specs.iter().zip(&counts) {
-        match c {
-            None => out_specs.push(spec.clone()),
-            Some(c) => {
-                let m = module_of(&spec.name).expect("checked");
-                let g = geometry(path, spec)?;
-                let nnz: usize = c.iter().sum();
-                out_specs.push(TensorSpec::new(
-                    format!("{m}.{COMPRESSED}"),
-                    spec.dtype,
-                    vec![nnz],
-                ));
-                out_specs.push(TensorSpec::new(
-                    format!("{m}.{BITMASK}"),
-                    Dtype::U8,
-                    mask_shape(spec, &g),
-                ));
-                out_specs.push(TensorSpec::new(
-                    format!("{m}.{SHAPE}"),
-                    Dtype::I64,
-                    vec![spec.shape.len()],
-                ));
-                let lead = spec.shape[..spec.shape.len() - 1].to_vec();
-                out_specs.push(TensorSpec::new(
-                    format!("{m}.{ROW_OFFSETS}"),
-                    Dtype::I64,
-                    lead,
-                ));
-            }
-        }
+        out_specs.extend(output_specs(path, spec, c.as_deref())?);
     }
     let layout = Layout::new(out_specs, src.metadata()).map_err(|e| in_file(e, path))?;
     let writer = AtomicWriter::create(dst, layout)?;
 
-    // Pass 2: encode tensors in parallel; one thread writes them out.
-    let stats = write_in_background(&writer, |queue| {
-        for_each_tensor(&sizes, |i, split| {
-            encode_tensor(src, i, counts[i].as_deref(), split, queue, progress)
-        })
-    })?;
+    // Pass 2: encode tensors in parallel, straight into the mapped output when it can be
+    // mapped safely, else into buffers that one thread writes out.
+    let stats = match writer.map_output()? {
+        Some(mut mapped) => {
+            let (mut slots, releaser) = mapped.split();
+            let jobs: Vec<(usize, Vec<&mut [u8]>)> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| {
+                    let parts = output_names(spec, counts[i].is_some())
+                        .iter()
+                        .map(|n| slots.remove(n).expect("every output is in the layout"))
+                        .collect();
+                    (i, parts)
+                })
+                .collect();
+            let stats = for_each_job(
+                jobs,
+                |(i, _)| sizes[*i],
+                |(i, mut parts), split| {
+                    let stat = fill_tensor(src, i, counts[i].as_deref(), split, &mut parts)?;
+                    parts.iter().for_each(|p| releaser.done(p));
+                    src.release(i);
+                    progress(stat.bytes_in as u64);
+                    Ok(stat)
+                },
+            )?;
+            mapped.finish();
+            stats
+        }
+        None => write_in_background(&writer, |queue| {
+            for_each_tensor(&sizes, |i, split| {
+                let spec = &specs[i];
+                let mut bufs: Vec<Vec<u8>> = output_specs(path, spec, counts[i].as_deref())?
+                    .iter()
+                    .map(|o| vec![0u8; byte_len(o.dtype, &o.shape).expect("checked by the layout")])
+                    .collect();
+                let mut parts: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+                let stat = fill_tensor(src, i, counts[i].as_deref(), split, &mut parts)?;
+                let names = output_names(spec, counts[i].is_some());
+                let bytes_in = stat.bytes_in as u64;
+                queue.send(Batch {
+                    parts: names
+                        .into_iter()
+                        .zip(bufs.into_iter().map(Cow::Owned))
+                        .collect(),
+                    done: Some(Box::new(move || {
+                        src.release(i);
+                        progress(bytes_in);
+                    })),
+                })?;
+                Ok(stat)
+            })
+        })?,
+    };
     src.end_pass();
     writer.commit()?;
     Ok(stats)
@@ -159,64 +180,80 @@ fn mask_shape(spec: &TensorSpec, g: &Geometry) -> Vec<usize> {
     shape
 }
 
-/// Encodes (or passes through) tensor `i` and queues its output parts.
-fn encode_tensor<'a>(
-    src: &'a dyn TensorSource,
+/// The output tensors one input tensor becomes: itself, or its four bitmask parts.
+fn output_specs(
+    path: &Path,
+    spec: &TensorSpec,
+    counts: Option<&[usize]>,
+) -> Result<Vec<TensorSpec>> {
+    let Some(counts) = counts else {
+        return Ok(vec![spec.clone()]);
+    };
+    let g = geometry(path, spec)?;
+    let nnz: usize = counts.iter().sum();
+    let lead = spec.shape[..spec.shape.len() - 1].to_vec();
+    let [compressed, bitmask, shape, row_offsets] =
+        output_names(spec, true).try_into().expect("four parts");
+    Ok(vec![
+        TensorSpec::new(compressed, spec.dtype, vec![nnz]),
+        TensorSpec::new(bitmask, Dtype::U8, mask_shape(spec, &g)),
+        TensorSpec::new(shape, Dtype::I64, vec![spec.shape.len()]),
+        TensorSpec::new(row_offsets, Dtype::I64, lead),
+    ])
+}
+
+/// Names of the outputs of one input tensor, in the order of [`output_specs`].
+fn output_names(spec: &TensorSpec, compressed: bool) -> Vec<String> {
+    match module_of(&spec.name).filter(|_| compressed) {
+        None => vec![spec.name.clone()],
+        Some(m) => [COMPRESSED, BITMASK, SHAPE, ROW_OFFSETS]
+            .iter()
+            .map(|p| format!("{m}.{p}"))
+            .collect(),
+    }
+}
+
+/// Writes tensor `i`'s outputs into `parts` (sized and ordered as [`output_specs`];
+/// the bitmask part zeroed): the tensor itself, or its bitmask encoding.
+fn fill_tensor(
+    src: &dyn TensorSource,
     i: usize,
     counts: Option<&[usize]>,
     split: bool,
-    queue: &Queue<'_, 'a>,
-    progress: &'a (dyn Fn(u64) + Sync),
+    parts: &mut [&mut [u8]],
 ) -> Result<TensorStat> {
     let spec = &src.specs()[i];
     let bytes = src.bytes(i)?;
-    let bytes_in = bytes.len();
     let mut stat = TensorStat {
         name: spec.name.clone(),
         dtype: spec.dtype,
         shape: spec.shape.clone(),
         compressed: counts.is_some(),
         nonzero: spec.shape.iter().product(),
-        bytes_in,
-        bytes_out: bytes_in,
+        bytes_in: bytes.len(),
+        bytes_out: bytes.len(),
     };
-    let parts = match counts {
-        // Stored as is: the writer copies straight from the input and then releases it.
-        None => vec![(spec.name.clone(), bytes)],
-        Some(counts) => {
-            let m = module_of(&spec.name).expect("checked in pass 1");
+    match (counts, parts) {
+        (None, [out]) => out.copy_from_slice(&bytes),
+        (Some(counts), [values, mask, shape, row_offsets]) => {
             let g = geometry(src.path(), spec)?;
-            let offsets = bitmask::offsets(counts);
-            let mut values = vec![0u8; offsets[g.rows] * g.width];
-            let mut mask = vec![0u8; g.mask_bytes()];
-            bitmask::encode_into(&bytes, &g, counts, &mut values, &mut mask, split);
-            drop(bytes);
-            let shape: Vec<u8> = spec
+            bitmask::encode_into(&bytes, &g, counts, values, mask, split);
+            let dims: Vec<u8> = spec
                 .shape
                 .iter()
                 .flat_map(|&d| (d as i64).to_le_bytes())
                 .collect();
+            shape.copy_from_slice(&dims);
             let lead = &spec.shape[..spec.shape.len() - 1];
-            let row_offsets: Vec<u8> = bitmask::ct_row_offsets(counts, lead)
+            let offsets: Vec<u8> = bitmask::ct_row_offsets(counts, lead)
                 .iter()
                 .flat_map(|o| o.to_le_bytes())
                 .collect();
-            stat.nonzero = offsets[g.rows];
+            row_offsets.copy_from_slice(&offsets);
+            stat.nonzero = counts.iter().sum();
             stat.bytes_out = values.len() + mask.len() + shape.len() + row_offsets.len();
-            vec![
-                (format!("{m}.{COMPRESSED}"), Cow::Owned(values)),
-                (format!("{m}.{BITMASK}"), Cow::Owned(mask)),
-                (format!("{m}.{SHAPE}"), Cow::Owned(shape)),
-                (format!("{m}.{ROW_OFFSETS}"), Cow::Owned(row_offsets)),
-            ]
         }
-    };
-    queue.send(Batch {
-        parts,
-        done: Some(Box::new(move || {
-            src.release(i);
-            progress(bytes_in as u64);
-        })),
-    })?;
+        _ => unreachable!("output parts do not match the tensor"),
+    }
     Ok(stat)
 }

@@ -73,16 +73,21 @@ pub fn read_dense_batch(
     for_each_job(
         jobs,
         |(_, out)| out.len(),
-        |(item, out), split| match &item.source {
-            Source::Stored(info) => {
-                out.copy_from_slice(&file.bytes(info)?);
-                file.release(info);
-                Ok(())
-            }
-            Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
-        },
+        |(item, out), split| dense_into(file, item, split, out),
     )?;
     Ok((buf, slots))
+}
+
+/// Writes one tensor's dense bytes into `out` (zeroed, exactly its size).
+fn dense_into(file: &SafetensorsFile, item: &DenseItem, split: bool, out: &mut [u8]) -> Result<()> {
+    match &item.source {
+        Source::Stored(info) => {
+            out.copy_from_slice(&file.bytes(info)?);
+            file.release(info);
+            Ok(())
+        }
+        Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
+    }
 }
 
 fn decode_bitmask(file: &SafetensorsFile, parts: &BitmaskParts, split: bool) -> Result<Vec<u8>> {
@@ -175,6 +180,34 @@ pub fn decompress_file(
         .map(|i| byte_len(i.dtype, &i.shape).unwrap_or(usize::MAX))
         .collect();
     let file = &file;
+    if let Some(mut mapped) = writer.map_output()? {
+        // Decode straight into the mapped output (fresh, so already zeroed).
+        let (mut slots, releaser) = mapped.split();
+        let jobs: Vec<(&DenseItem, &mut [u8])> = items
+            .iter()
+            .map(|i| {
+                (
+                    i,
+                    slots
+                        .remove(&i.name)
+                        .expect("every output is in the layout"),
+                )
+            })
+            .collect();
+        for_each_job(
+            jobs,
+            |(_, out)| out.len(),
+            |(item, out), split| {
+                dense_into(file, item, split, out)?;
+                releaser.done(out);
+                progress(out.len() as u64);
+                Ok(())
+            },
+        )?;
+        mapped.finish();
+        writer.commit()?;
+        return Ok(items.len());
+    }
     write_in_background(&writer, |queue| {
         for_each_tensor(&sizes, |i, split| {
             let item = &items[i];

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::header::{byte_len, MAX_HEADER_SIZE};
+use super::mapped::MappedOutput;
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
 
@@ -107,6 +108,17 @@ impl Layout {
         self.total_len
     }
 
+    pub(crate) fn header_len(&self) -> usize {
+        self.header.len()
+    }
+
+    /// (name, offset from the data start, byte length) of every tensor.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (&str, usize, usize)> {
+        self.slots
+            .iter()
+            .map(|(n, &(off, len))| (n.as_str(), off, len))
+    }
+
     /// (offset in file, byte length) of a tensor.
     pub fn slot(&self, name: &str) -> Option<(u64, usize)> {
         self.slots
@@ -145,6 +157,7 @@ pub struct AtomicWriter {
     layout: Layout,
     file: tempfile::NamedTempFile,
     dest: PathBuf,
+    preallocated: bool,
 }
 
 impl AtomicWriter {
@@ -159,15 +172,15 @@ impl AtomicWriter {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(dir)
             .map_err(|e| CodecError::io(dest, e))?;
-        file.as_file()
-            .set_len(layout.total_len)
-            .map_err(|e| CodecError::io(dest, e))?;
+        let preallocated =
+            preallocate(file.as_file(), layout.total_len).map_err(|e| CodecError::io(dest, e))?;
         file.write_all(&layout.header)
             .map_err(|e| CodecError::io(dest, e))?;
         Ok(AtomicWriter {
             layout,
             file,
             dest: dest.to_path_buf(),
+            preallocated,
         })
     }
 
@@ -203,6 +216,20 @@ impl AtomicWriter {
         self.write_part(name, 0, bytes)
     }
 
+    /// The output file mapped for writing in place, when that is safe: only if its blocks
+    /// are reserved (a write through a map to a full disk would kill the process with
+    /// SIGBUS rather than return an error). `CTCODEC_NO_MMAP` turns it off.
+    pub fn map_output(&self) -> Result<Option<MappedOutput>> {
+        if !self.preallocated || std::env::var_os("CTCODEC_NO_MMAP").is_some() {
+            return Ok(None);
+        }
+        // SAFETY: the temporary file has a fresh name only we know, and nothing else
+        // resizes it while mapped.
+        let map = unsafe { memmap2::MmapMut::map_mut(self.file.as_file()) }
+            .map_err(|e| CodecError::io(&self.dest, e))?;
+        Ok(Some(MappedOutput::new(map, &self.layout)))
+    }
+
     fn raw_file(&self) -> &File {
         self.file.as_file()
     }
@@ -214,4 +241,26 @@ impl AtomicWriter {
             .map_err(|e| CodecError::io(&dest, e.error))?;
         Ok(())
     }
+}
+
+/// Reserves the file's blocks in one call (the filesystem then need not reserve them
+/// page by page, and a full disk fails here, before any work). Falls back to a sparse
+/// `set_len` where unsupported; returns whether the blocks are reserved.
+fn preallocate(file: &File, len: u64) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if len > 0 {
+            // SAFETY: plain syscall on a descriptor we own.
+            if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) } == 0 {
+                return Ok(true);
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(err);
+            }
+        }
+    }
+    file.set_len(len)?;
+    Ok(false)
 }
