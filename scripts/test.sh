@@ -5,3 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --workspace -q
 .venv/bin/python -m pytest -q "$@"
+# The same suites again through the fallback I/O paths (positioned reads and writes
+# instead of mmap), which network filesystems and filesystems without fallocate use.
+CTCODEC_NO_MMAP=1 .venv/bin/python -m pytest -q -m "not slow" -p no:cacheprovider "$@"
