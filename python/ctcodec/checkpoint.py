@@ -14,6 +14,7 @@ from .formats import normalize
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
 from .reading import declared_format
 from .targets import is_target
+from .tensors import nbytes, numel
 
 # The compressed-tensors release whose on-disk layout sparse-bitmask output follows;
 # readers use `version` only to pick a layout.
@@ -112,10 +113,9 @@ def compress_checkpoint(
 def _summarize(stats: list[list[dict]]) -> dict:
     flat = [s for shard in stats for s in shard]
     compressed = [s for s in flat if s["compressed"]]
-    numel = lambda s: _prod(s["shape"])  # noqa: E731
     float_params = [s for s in flat if s["dtype"].startswith(("F", "BF"))]
-    zeros = sum(numel(s) - s["nonzero"] for s in compressed)
-    total_params = sum(numel(s) for s in float_params) or 1
+    zeros = sum(numel(s["shape"]) - s["nonzero"] for s in compressed)
+    total_params = sum(numel(s["shape"]) for s in float_params) or 1
     return {
         "tensors": len(flat),
         "compressed_tensors": len(compressed),
@@ -124,17 +124,6 @@ def _summarize(stats: list[list[dict]]) -> dict:
         "global_sparsity": zeros / total_params,
         "stats": flat,
     }
-
-
-_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32,
-         "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
-
-
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _write_index(src: Path, dst: Path, shards: list[Path], stats: list[list[dict]]) -> None:
@@ -182,7 +171,7 @@ def decompress_checkpoint(
             _meta, tensors = _native.read_header(os.fspath(dst / shard.name))
             for name, dtype, shape in tensors:
                 weight_map[name] = shard.name
-                total += _prod(shape) * _BITS.get(dtype, 8) // 8
+                total += nbytes(dtype, shape)
         index["weight_map"] = dict(sorted(weight_map.items()))
         index.setdefault("metadata", {})["total_size"] = total
         write_json_atomic(dst / INDEX_NAME, index)

@@ -8,21 +8,9 @@ from typing import Any
 from . import _native
 from .layout import shard_paths
 from .reading import declared_format
+from .tensors import nbytes, numel
 
 _PART_SUFFIXES = (".compressed", ".bitmask", ".shape", ".row_offsets")
-_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
-          "I64": 8, "U64": 8, "F64": 8, "C64": 8}
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def _nbytes(dtype: str, shape) -> int:
-    return _numel(shape) * _BYTES.get(dtype, 1)
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -34,12 +22,12 @@ def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         _meta, stored = _native.read_header(os.fspath(shard))
         stored_by_name = {name: (dtype, shape) for name, dtype, shape in stored}
         for name, dtype, shape, compressed in reader.entries():
-            dense, numel = _nbytes(dtype, shape), _numel(shape)
+            dense, count = nbytes(dtype, shape), numel(shape)
             if compressed:
                 module = name[: -len(".weight")]
                 parts = {s: stored_by_name[module + s] for s in _PART_SUFFIXES if module + s in stored_by_name}
-                size = sum(_nbytes(d, sh) for d, sh in parts.values())
-                nnz = _numel(parts[".compressed"][1])
+                size = sum(nbytes(d, sh) for d, sh in parts.values())
+                nnz = numel(parts[".compressed"][1])
             else:
                 size, nnz = dense, None
             rows.append(
@@ -49,8 +37,8 @@ def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                     "dtype": dtype,
                     "shape": list(shape),
                     "compressed": compressed,
-                    "numel": numel,
-                    "sparsity": None if nnz is None else 1 - nnz / max(numel, 1),
+                    "numel": count,
+                    "sparsity": None if nnz is None else 1 - nnz / max(count, 1),
                     "dense_bytes": dense,
                     "stored_bytes": size,
                 }

@@ -9,53 +9,44 @@ import numpy as np
 
 from .errors import CodecError
 
-# safetensors dtype name -> torch dtype attribute name
-_TORCH = {
-    "BOOL": "bool",
-    "U8": "uint8",
-    "I8": "int8",
-    "I16": "int16",
-    "U16": "uint16",
-    "I32": "int32",
-    "U32": "uint32",
-    "I64": "int64",
-    "U64": "uint64",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F32": "float32",
-    "F64": "float64",
-    "C64": "complex64",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E8M0": "float8_e8m0fnu",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+# safetensors dtype name -> (bits per element, torch dtype attribute, numpy dtype name,
+# whether that numpy dtype comes from ml_dtypes)
+_DTYPES = {
+    "BOOL": (8, "bool", "bool", False),
+    "U8": (8, "uint8", "uint8", False),
+    "I8": (8, "int8", "int8", False),
+    "I16": (16, "int16", "int16", False),
+    "U16": (16, "uint16", "uint16", False),
+    "I32": (32, "int32", "int32", False),
+    "U32": (32, "uint32", "uint32", False),
+    "I64": (64, "int64", "int64", False),
+    "U64": (64, "uint64", "uint64", False),
+    "F16": (16, "float16", "float16", False),
+    "BF16": (16, "bfloat16", "bfloat16", True),
+    "F32": (32, "float32", "float32", False),
+    "F64": (64, "float64", "float64", False),
+    "C64": (64, "complex64", "complex64", False),
+    "F8_E4M3": (8, "float8_e4m3fn", "float8_e4m3fn", True),
+    "F8_E5M2": (8, "float8_e5m2", "float8_e5m2", True),
+    "F8_E8M0": (8, "float8_e8m0fnu", "float8_e8m0fnu", True),
+    "F8_E4M3FNUZ": (8, "float8_e4m3fnuz", "float8_e4m3fnuz", True),
+    "F8_E5M2FNUZ": (8, "float8_e5m2fnuz", "float8_e5m2fnuz", True),
+    "F4": (4, None, None, False),
+    "F6_E2M3": (6, None, None, False),
+    "F6_E3M2": (6, None, None, False),
 }
 
-# safetensors dtype name -> numpy dtype (ml_dtypes names for the ones numpy lacks)
-_NUMPY = {
-    "BOOL": "bool",
-    "U8": "uint8",
-    "I8": "int8",
-    "I16": "int16",
-    "U16": "uint16",
-    "I32": "int32",
-    "U32": "uint32",
-    "I64": "int64",
-    "U64": "uint64",
-    "F16": "float16",
-    "F32": "float32",
-    "F64": "float64",
-    "C64": "complex64",
-}
-_ML_DTYPES = {
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E8M0": "float8_e8m0fnu",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
-}
+
+def numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def nbytes(dtype: str, shape) -> int:
+    """Bytes a tensor of this safetensors dtype and shape takes."""
+    return numel(shape) * _DTYPES[dtype][0] // 8
 
 
 def torch_available() -> bool:
@@ -69,7 +60,7 @@ def default_framework() -> str:
 def _torch_dtype(name: str):
     import torch
 
-    attr = _TORCH.get(name)
+    attr = _DTYPES.get(name, (0, None))[1]
     dtype = getattr(torch, attr, None) if attr else None
     if dtype is None:
         raise CodecError(f"dtype {name} has no torch equivalent in torch {torch.__version__}")
@@ -77,18 +68,19 @@ def _torch_dtype(name: str):
 
 
 def _numpy_dtype(name: str) -> np.dtype:
-    if name in _NUMPY:
-        return np.dtype(_NUMPY[name])
-    if name in _ML_DTYPES:
-        try:
-            import ml_dtypes
-        except ImportError:
-            raise CodecError(
-                f"dtype {name} needs the ml_dtypes package for numpy output "
-                "(pip install ml_dtypes), or ask for framework='torch'"
-            ) from None
-        return np.dtype(getattr(ml_dtypes, _ML_DTYPES[name]))
-    raise CodecError(f"dtype {name} has no numpy equivalent")
+    _bits, _torch, np_name, from_ml_dtypes = _DTYPES.get(name, (0, None, None, False))
+    if np_name is None:
+        raise CodecError(f"dtype {name} has no numpy equivalent")
+    if not from_ml_dtypes:
+        return np.dtype(np_name)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise CodecError(
+            f"dtype {name} needs the ml_dtypes package for numpy output "
+            "(pip install ml_dtypes), or ask for framework='torch'"
+        ) from None
+    return np.dtype(getattr(ml_dtypes, np_name))
 
 
 def from_raw(raw: np.ndarray, dtype: str, shape: Sequence[int], framework: str, device: str | None = None) -> Any:
@@ -111,18 +103,17 @@ def from_raw(raw: np.ndarray, dtype: str, shape: Sequence[int], framework: str, 
 
 
 def _torch_name(dtype) -> str:
-    for name, attr in _TORCH.items():
-        if getattr(__import__("torch"), attr, None) == dtype:
+    import torch
+
+    for name, (_bits, attr, _np, _ml) in _DTYPES.items():
+        if attr and getattr(torch, attr, None) == dtype:
             return name
     raise CodecError(f"torch dtype {dtype} cannot be stored in safetensors")
 
 
 def _numpy_name(dtype: np.dtype) -> str:
-    for name, np_name in _NUMPY.items():
-        if np.dtype(np_name) == dtype:
-            return name
-    for name, ml_name in _ML_DTYPES.items():
-        if dtype.name == ml_name:
+    for name, (_bits, _torch, np_name, from_ml_dtypes) in _DTYPES.items():
+        if np_name and (dtype.name == np_name if from_ml_dtypes else dtype == np.dtype(np_name)):
             return name
     raise CodecError(f"numpy dtype {dtype} cannot be stored in safetensors")
 

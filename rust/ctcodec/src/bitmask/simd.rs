@@ -17,8 +17,10 @@ pub const fn step<const W: usize>() -> usize {
     }
 }
 
-/// Shuffle controls that place the packed values of set bits at their columns (others 0).
-const fn expand_table(w: usize, e: usize) -> [[u8; 16]; 256] {
+/// Shuffle controls for every mask value of an `e`-element step of `w`-byte elements.
+/// Expanding places the k-th packed value at the column of the k-th set bit (others
+/// zero); packing moves the element of the k-th set bit to position k.
+const fn shuffle_table(w: usize, e: usize, expand: bool) -> [[u8; 16]; 256] {
     let mut t = [[0x80u8; 16]; 256];
     let mut m = 0;
     while m < (1 << e) {
@@ -27,29 +29,11 @@ const fn expand_table(w: usize, e: usize) -> [[u8; 16]; 256] {
             if (m >> j) & 1 == 1 {
                 let mut b = 0;
                 while b < w {
-                    t[m][j * w + b] = (rank * w + b) as u8;
-                    b += 1;
-                }
-                rank += 1;
-            }
-            j += 1;
-        }
-        m += 1;
-    }
-    t
-}
-
-/// Shuffle controls that move the elements of set bits to the front, in order.
-const fn compress_table(w: usize, e: usize) -> [[u8; 16]; 256] {
-    let mut t = [[0x80u8; 16]; 256];
-    let mut m = 0;
-    while m < (1 << e) {
-        let (mut rank, mut j) = (0, 0);
-        while j < e {
-            if (m >> j) & 1 == 1 {
-                let mut b = 0;
-                while b < w {
-                    t[m][rank * w + b] = (j * w + b) as u8;
+                    if expand {
+                        t[m][j * w + b] = (rank * w + b) as u8;
+                    } else {
+                        t[m][rank * w + b] = (j * w + b) as u8;
+                    }
                     b += 1;
                 }
                 rank += 1;
@@ -62,16 +46,16 @@ const fn compress_table(w: usize, e: usize) -> [[u8; 16]; 256] {
 }
 
 static EXPAND: [[[u8; 16]; 256]; 4] = [
-    expand_table(1, 8),
-    expand_table(2, 8),
-    expand_table(4, 4),
-    expand_table(8, 2),
+    shuffle_table(1, 8, true),
+    shuffle_table(2, 8, true),
+    shuffle_table(4, 4, true),
+    shuffle_table(8, 2, true),
 ];
 static COMPRESS: [[[u8; 16]; 256]; 4] = [
-    compress_table(1, 8),
-    compress_table(2, 8),
-    compress_table(4, 4),
-    compress_table(8, 2),
+    shuffle_table(1, 8, false),
+    shuffle_table(2, 8, false),
+    shuffle_table(4, 4, false),
+    shuffle_table(8, 2, false),
 ];
 
 const fn table_index(w: usize) -> usize {
