@@ -171,7 +171,7 @@ def main() -> int:
     def ct_compress_run():
         ct_compress(dense, ct_dir, targets)
 
-    print(f"input: {dense} ({nbytes / 2**30:.2f} GiB bf16, {len(shards(dense))} shards)", flush=True)
+    print(f"input: {dense.relative_to(ROOT)} ({nbytes / 2**30:.2f} GiB bf16, {len(shards(dense))} shards)", flush=True)
     t_ours_c = best(ours_compress, args.repeat, setup=clear(ours_dir))
     t_ct_c = best(ct_compress_run, min(2, args.repeat), setup=clear(ct_dir))
     same = all((ours_dir / s.name).read_bytes() == (ct_dir / s.name).read_bytes() for s in shards(dense))
