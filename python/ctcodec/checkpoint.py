@@ -26,16 +26,36 @@ DEFAULT_IGNORE = ("lm_head",)
 def _prepare_output(src: Path, dst: Path, overwrite: bool) -> None:
     if src.resolve() == dst.resolve():
         raise CodecError(f"{dst}: output folder is the input folder; inputs are never modified")
-    if dst.exists() and any(dst.iterdir()) and not overwrite:
-        raise CodecError(f"{dst}: output folder is not empty (pass overwrite=True)")
+    if dst.exists() and any(dst.iterdir()):
+        if not overwrite:
+            raise CodecError(f"{dst}: output folder is not empty (pass overwrite=True)")
+        # Checkpoint files of an earlier output would otherwise mix with the new ones
+        # (a stale index names stale shards).
+        for old in [*dst.glob("*.safetensors"), dst / INDEX_NAME, dst / CONFIG_NAME]:
+            if old.is_file():
+                old.unlink()
     dst.mkdir(parents=True, exist_ok=True)
+
+
+def _write_shards(run, jobs: list) -> object:
+    """Runs the native call that writes every shard; if it fails part way, removes the
+    shards it already put in place, so a failed run leaves no half checkpoint."""
+    try:
+        return run(jobs)
+    except BaseException:
+        for job in jobs:
+            Path(job[1]).unlink(missing_ok=True)
+        raise
 
 
 def _copy_other_files(src: Path, dst: Path, skip: set[str]) -> list[str]:
     copied = []
+    inside = dst.resolve()
     for entry in sorted(src.iterdir()):
         if entry.name in skip or entry.name.startswith("."):
             continue
+        if entry.resolve() == inside or entry.resolve() in inside.parents:
+            continue  # the output folder itself (or its parent) sits inside the input
         if entry.is_file():
             shutil.copy2(entry, dst / entry.name)
             copied.append(entry.name)
@@ -85,7 +105,7 @@ def compress_checkpoint(
             if name.endswith(".weight") and is_target(name[: -len(".weight")], shape, targets, ignore)
         ]
         jobs.append((os.fspath(shard), os.fspath(dst / shard.name), names))
-    stats = _native.compress_files(jobs, progress)
+    stats = _write_shards(lambda j: _native.compress_files(j, progress), jobs)
 
     summary = _summarize(stats)
     _write_index(src, dst, shards, stats)
@@ -161,7 +181,7 @@ def decompress_checkpoint(
     shards = shard_paths(src)
     _prepare_output(src, dst, overwrite)
     jobs = [(os.fspath(s), os.fspath(dst / s.name)) for s in shards]
-    count = _native.decompress_files(jobs, fmt, progress)
+    count = _write_shards(lambda j: _native.decompress_files(j, fmt, progress), jobs)
 
     index_path = src / INDEX_NAME
     if index_path.is_file():

@@ -61,7 +61,11 @@ def _iter_file(path, fmt, framework, device, mode):
         buf, slots = reader.read_batch(index, BATCH_BYTES)
         for i, offset, nbytes in slots:
             name, dtype, shape, _compressed = entries[i]
-            yield name, from_raw(buf[offset : offset + nbytes], dtype, shape, framework, device)
+            try:
+                tensor = from_raw(buf[offset : offset + nbytes], dtype, shape, framework, device)
+            except CodecError as e:
+                raise CodecError(f"{path}: tensor {name!r}: {e}") from None
+            yield name, tensor
         index = slots[-1][0] + 1
 
 

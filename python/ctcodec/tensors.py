@@ -121,7 +121,10 @@ def _numpy_name(dtype: np.dtype) -> str:
 def to_raw(tensor: Any) -> tuple[str, list[int], np.ndarray]:
     """(dtype name, shape, contiguous 1-D uint8 view) of a torch tensor or numpy array."""
     if isinstance(tensor, np.ndarray):
-        arr = np.ascontiguousarray(tensor)
+        # ascontiguousarray would turn a 0-d array into shape (1,)
+        arr = tensor if tensor.flags.c_contiguous else tensor.copy(order="C")
+        if arr.dtype.byteorder == ">":
+            raise CodecError(f"big-endian {arr.dtype} arrays cannot be stored (safetensors is little-endian)")
         return _numpy_name(arr.dtype), list(arr.shape), arr.reshape(-1).view(np.uint8)
     if type(tensor).__module__.startswith("torch"):
         import torch

@@ -6,6 +6,7 @@ import os
 from typing import Any, Mapping
 
 from . import _native
+from .errors import CodecError
 from .formats import normalize
 from .tensors import to_raw
 
@@ -28,7 +29,10 @@ def save_compressed(
     fmt = normalize(compression_format or format or "dense")
     names, raws, select = [], [], []
     for name, tensor in tensors.items():
-        dtype, shape, raw = to_raw(tensor)
+        try:
+            dtype, shape, raw = to_raw(tensor)
+        except CodecError as e:
+            raise CodecError(f"{os.fspath(save_path)}: tensor {name!r}: {e}") from None
         names.append(name)
         raws.append((name, dtype, shape, raw))
         select.append(fmt == "sparse-bitmask" and name.endswith(".weight") and name != ".weight" and len(shape) >= 1)

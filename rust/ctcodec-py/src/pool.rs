@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use numpy::ndarray::ArrayView1;
+use numpy::ndarray::ArrayViewMut1;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 
@@ -27,7 +27,11 @@ pub fn pool_stats() -> (usize, usize) {
 /// A zeroed buffer of `len` bytes, recycled when one of a fitting size is idle.
 pub fn take(len: usize) -> Vec<u8> {
     let recycled = {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        // try_lock, never lock: a fork while another thread held the lock would leave
+        // the child waiting forever; missing the pool only costs a fresh buffer.
+        let Ok(mut pool) = POOL.try_lock() else {
+            return fresh(len);
+        };
         let fit = pool
             .iter()
             .position(|b| b.capacity() >= len && b.capacity() <= 2 * len.max(1 << 20));
@@ -40,15 +44,17 @@ pub fn take(len: usize) -> Vec<u8> {
             buf.resize(len, 0);
             buf
         }
-        None => {
-            MISSES.fetch_add(1, Ordering::Relaxed);
-            // Round large buffers up so batches of slightly different sizes can share
-            // them; the extra capacity is never touched, so it costs address space only.
-            let mut buf = ctcodec::buffer::zeroed(round_up(len));
-            buf.truncate(len);
-            buf
-        }
+        None => fresh(len),
     }
+}
+
+fn fresh(len: usize) -> Vec<u8> {
+    MISSES.fetch_add(1, Ordering::Relaxed);
+    // Round large buffers up so batches of slightly different sizes can share them; the
+    // extra capacity is never touched, so it costs address space only.
+    let mut buf = ctcodec::buffer::zeroed(round_up(len));
+    buf.truncate(len);
+    buf
 }
 
 fn round_up(len: usize) -> usize {
@@ -64,7 +70,9 @@ fn give_back(buf: Vec<u8>) {
     if buf.capacity() > POOL_MAX_BYTES || buf.capacity() == 0 {
         return;
     }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let Ok(mut pool) = POOL.try_lock() else {
+        return;
+    };
     // Keep the most recently returned: they match the batches being read now.
     pool.push(buf);
     if pool.len() > POOL_SLOTS {
@@ -93,8 +101,9 @@ pub fn into_numpy(py: Python<'_>, buf: Vec<u8>) -> PyResult<Bound<'_, PyArray1<u
             buf: Mutex::new(buf),
         },
     )?;
-    let guard = owner.get().buf.lock().unwrap_or_else(|e| e.into_inner());
-    let view = ArrayView1::from(&guard[..]);
+    let mut guard = owner.get().buf.lock().unwrap_or_else(|e| e.into_inner());
+    // A mutable view: numpy and torch write through this pointer.
+    let view = ArrayViewMut1::from(&mut guard[..]);
     // SAFETY: `owner` becomes the array's base object, so the Vec outlives every view;
     // nothing touches or reallocates it until `owner` is dropped (then it goes back to
     // the pool, when no array refers to it any more).

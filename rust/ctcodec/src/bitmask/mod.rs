@@ -162,7 +162,8 @@ pub fn ct_row_offsets(counts: &[usize], lead_dims: &[usize]) -> Vec<i64> {
 
 /// Fills `values` (the non-zeros) and `mask` (zeroed) for a dense tensor whose row counts
 /// are known, split over cores when `parallel`. `values` must hold exactly the total
-/// count of elements.
+/// count of elements. Fails when a row no longer has the counted non-zeros (the input
+/// changed between counting and encoding), so no inconsistent file is written.
 pub fn encode_into(
     dense: &[u8],
     g: &Geometry,
@@ -170,7 +171,7 @@ pub fn encode_into(
     values: &mut [u8],
     mask: &mut [u8],
     parallel: bool,
-) {
+) -> Result<(), String> {
     let offs = offsets(counts);
     assert_eq!(values.len(), offs[g.rows] * g.width, "values buffer size");
     assert_eq!(mask.len(), g.mask_bytes(), "mask buffer size");
@@ -185,22 +186,34 @@ pub fn encode_into(
         vals_rest = vr;
         mask_rest = mr;
     }
-    let run = |(r0, r1, v, m): (usize, usize, &mut [u8], &mut [u8])| {
+    let run = |(r0, r1, v, m): (usize, usize, &mut [u8], &mut [u8])| -> bool {
         let mut at = 0usize;
         for r in r0..r1 {
             let row = &dense[r * g.row_bytes()..(r + 1) * g.row_bytes()];
             let row_mask = &mut m[(r - r0) * g.mask_row_bytes()..(r - r0 + 1) * g.mask_row_bytes()];
-            let n = by_width!(
-                g.width,
-                encode_row(row, g.zero_mask, row_mask, &mut v[at..])
-            );
+            // Exactly the counted room: the kernels never write past it and report the
+            // true count, so a changed row shows up as a mismatch, not an overrun.
+            let room = &mut v[at..at + counts[r] * g.width];
+            let n = by_width!(g.width, encode_row(row, g.zero_mask, row_mask, room));
+            if n != counts[r] {
+                return false;
+            }
             at += n * g.width;
         }
+        true
     };
-    if parallel && crate::parallel::enabled() {
-        tasks.into_par_iter().for_each(run);
+    let consistent = if parallel && crate::parallel::enabled() {
+        tasks
+            .into_par_iter()
+            .map(run)
+            .reduce(|| true, |a, b| a && b)
     } else {
-        tasks.into_iter().for_each(run);
+        tasks.into_iter().map(run).fold(true, |a, b| a && b)
+    };
+    if consistent {
+        Ok(())
+    } else {
+        Err("the tensor changed while it was being compressed".into())
     }
 }
 
@@ -223,7 +236,8 @@ pub fn encode(dense: &[u8], g: &Geometry) -> Encoded {
     let offs = offsets(&counts);
     let mut values = vec![0u8; offs[g.rows] * g.width];
     let mut mask = vec![0u8; g.mask_bytes()];
-    encode_into(dense, g, &counts, &mut values, &mut mask, true);
+    encode_into(dense, g, &counts, &mut values, &mut mask, true)
+        .expect("counted from the same bytes");
     Encoded {
         values,
         mask,

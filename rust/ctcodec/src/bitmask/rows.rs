@@ -17,7 +17,7 @@ pub fn count_nonzero<const W: usize>(row: &[u8], zero_mask: u64) -> usize {
 }
 
 /// Packs one dense row: writes its mask bytes and its non-zeros in order, and returns
-/// how many values were written (`values` must have room for exactly that many).
+/// how many non-zeros the row has (values beyond the room in `values` are not written).
 pub fn encode_row<const W: usize>(
     row: &[u8],
     zero_mask: u64,
@@ -34,7 +34,9 @@ pub fn encode_row<const W: usize>(
         let mut rest = bits;
         while rest != 0 {
             let j = rest.trailing_zeros() as usize;
-            values[written * W..(written + 1) * W].copy_from_slice(&group[j * W..(j + 1) * W]);
+            if let Some(slot) = values.get_mut(written * W..(written + 1) * W) {
+                slot.copy_from_slice(&group[j * W..(j + 1) * W]);
+            }
             written += 1;
             rest &= rest - 1;
         }
@@ -138,7 +140,9 @@ pub fn encode_row_from<const W: usize>(
         let elem = &row[c * W..(c + 1) * W];
         if load::<W>(elem) & zero_mask != 0 {
             mask[c / 8] |= 1 << (c % 8);
-            values[written * W..(written + 1) * W].copy_from_slice(elem);
+            if let Some(slot) = values.get_mut(written * W..(written + 1) * W) {
+                slot.copy_from_slice(elem);
+            }
             written += 1;
         }
     }

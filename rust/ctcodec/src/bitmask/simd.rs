@@ -218,7 +218,8 @@ pub unsafe fn encode_row<const W: usize>(
         written += bits.count_ones() as usize;
         col += e;
     }
-    written + rows::encode_row_from::<W>(row, col, zero_mask, mask, &mut values[written * W..])
+    let rest = values.get_mut(written * W..).unwrap_or_default();
+    written + rows::encode_row_from::<W>(row, col, zero_mask, mask, rest)
 }
 
 #[cfg(test)]

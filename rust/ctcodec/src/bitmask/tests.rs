@@ -136,3 +136,24 @@ fn higher_rank_flattens_leading_dims() {
     let g = Geometry::new(Dtype::Bf16, &[3, 4, 10]).unwrap();
     assert_eq!((g.rows, g.cols, g.mask_row_bytes()), (12, 10, 2));
 }
+
+#[test]
+fn encoding_with_stale_counts_fails_cleanly() {
+    // Counts taken before the tensor changed: too few and too many non-zeros per row.
+    let g = Geometry::new(Dtype::F32, &[2, 40]).unwrap();
+    let dense: Vec<u8> = (0..80u32)
+        .flat_map(|i| ((i % 3) as f32).to_le_bytes())
+        .collect();
+    let real = row_counts(&dense, &g, false);
+    for delta in [-1isize, 1] {
+        let counts: Vec<usize> = real
+            .iter()
+            .map(|&c| (c as isize + delta) as usize)
+            .collect();
+        let total: usize = counts.iter().sum();
+        let mut values = vec![0u8; total * 4];
+        let mut mask = vec![0u8; g.mask_bytes()];
+        let err = encode_into(&dense, &g, &counts, &mut values, &mut mask, false).unwrap_err();
+        assert!(err.contains("changed"), "{err}");
+    }
+}

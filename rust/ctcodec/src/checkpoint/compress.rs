@@ -237,7 +237,8 @@ fn fill_tensor(
         (None, [out]) => out.copy_from_slice(&bytes),
         (Some(counts), [values, mask, shape, row_offsets]) => {
             let g = geometry(src.path(), spec)?;
-            bitmask::encode_into(&bytes, &g, counts, values, mask, split);
+            bitmask::encode_into(&bytes, &g, counts, values, mask, split)
+                .map_err(|e| CodecError::tensor(src.path(), &spec.name, e))?;
             let dims: Vec<u8> = spec
                 .shape
                 .iter()

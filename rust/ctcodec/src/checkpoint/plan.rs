@@ -123,6 +123,7 @@ fn bitmask_item(
     let bitmask = need(BITMASK)?;
     let shape_info = need(SHAPE)?;
     let shape = read_shape(file, shape_info)?;
+    file.release(shape_info); // read once, here; the used-run tracker must see it
 
     if compressed.shape.len() != 1 {
         return Err(CodecError::tensor(

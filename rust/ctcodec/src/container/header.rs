@@ -106,6 +106,9 @@ pub fn parse_header(file: &Path, json: &[u8], file_len: u64) -> Result<Header> {
             return Err(bad(format!("duplicate key {name:?} in header")));
         }
         if name == "__metadata__" {
+            if value.get().trim() == "null" {
+                continue; // the reference reader takes a null as no metadata
+            }
             let map: indexmap_free::StringMap = serde_json::from_str(value.get())
                 .map_err(|e| bad(format!("__metadata__ must map strings to strings: {e}")))?;
             metadata = Some(map.0);

@@ -8,11 +8,8 @@ use std::sync::Mutex;
 
 use memmap2::MmapMut;
 
+use super::release::{drop_pages, UsedRanges, RELEASE_RUN};
 use super::writer::Layout;
-
-/// Bytes of finished output to collect before dropping their pages (each drop costs a
-/// TLB flush on every core).
-const RELEASE_RUN: usize = 64 << 20;
 
 pub struct MappedOutput {
     map: MmapMut,
@@ -23,7 +20,8 @@ pub struct MappedOutput {
 
 /// Collects finished ranges of the map and drops their pages in runs.
 pub struct Releaser {
-    pending: Mutex<(Vec<(usize, usize)>, usize)>,
+    base: usize,
+    used: Mutex<UsedRanges>,
 }
 
 impl MappedOutput {
@@ -38,7 +36,8 @@ impl MappedOutput {
             header_len: layout.header_len(),
             slots,
             released: Releaser {
-                pending: Mutex::new((Vec::new(), 0)),
+                base: 0,
+                used: Mutex::new(UsedRanges::default()),
             },
         }
     }
@@ -52,6 +51,7 @@ impl MappedOutput {
             slots,
             released,
         } = self;
+        released.base = map.as_ptr() as usize;
         let mut rest: &mut [u8] = &mut map[*header_len..];
         let mut at = 0;
         let mut out = HashMap::with_capacity(slots.len());
@@ -65,46 +65,18 @@ impl MappedOutput {
         (out, released)
     }
 
-    /// Drops what is still resident and unmaps; the file keeps every byte.
-    pub fn finish(self) {
-        self.released.flush();
-    }
+    /// Unmaps (which drops whatever is still resident); the file keeps every byte.
+    pub fn finish(self) {}
 }
 
 impl Releaser {
     /// Marks a slice as written for good.
     pub fn done(&self, slot: &[u8]) {
-        if slot.is_empty() {
-            return;
-        }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.0.push((slot.as_ptr() as usize, slot.len()));
-        pending.1 += slot.len();
-        if pending.1 >= RELEASE_RUN {
-            drop_ranges(&std::mem::take(&mut pending.0));
-            pending.1 = 0;
-        }
-    }
-
-    fn flush(&self) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        drop_ranges(&std::mem::take(&mut pending.0));
-        pending.1 = 0;
-    }
-}
-
-fn drop_ranges(ranges: &[(usize, usize)]) {
-    const PAGE: usize = 4096;
-    for &(addr, len) in ranges {
-        // Only whole pages inside the range: a page shared with a neighbour that is
-        // still being written stays.
-        let start = addr.div_ceil(PAGE) * PAGE;
-        let end = (addr + len) / PAGE * PAGE;
-        if end > start {
-            // SAFETY: the range lies inside a live shared file mapping whose contents are
-            // final; dropping pages of a shared mapping keeps the data in the page cache,
-            // and a later access would simply map it again.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        let start = slot.as_ptr() as usize - self.base;
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        for (from, to) in used.add(start, start + slot.len(), RELEASE_RUN) {
+            // SAFETY: finished slots of our live shared mapping (see `drop_pages`).
+            unsafe { drop_pages(self.base + from, to - from) };
         }
     }
 }

@@ -3,6 +3,7 @@
 mod header;
 mod mapped;
 mod reader;
+mod release;
 mod writer;
 
 pub use header::{byte_len, header_len, parse_header, Header, TensorInfo, MAX_HEADER_SIZE};

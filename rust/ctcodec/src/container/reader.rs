@@ -7,9 +7,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::{Mmap, UncheckedAdvice};
+use memmap2::Mmap;
 
 use super::header::{header_len, parse_header, Header, TensorInfo};
+use super::release::{drop_pages, UsedRanges, RELEASE_RUN};
 use crate::error::{CodecError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub struct SafetensorsFile {
     path: PathBuf,
     header: Header,
     source: Source,
-    released: std::sync::Mutex<UsedRun>,
+    released: std::sync::Mutex<UsedRanges>,
 }
 
 impl SafetensorsFile {
@@ -96,18 +97,19 @@ impl SafetensorsFile {
         }
     }
 
-    /// Marks a tensor's bytes as used. Once the used bytes form a long enough run from
-    /// the start of the data, those pages are dropped from this process's resident set,
-    /// so streaming through a file larger than RAM keeps memory bounded. Dropping in
-    /// large runs rather than per tensor saves the TLB flush each drop costs. The pages
-    /// stay in the page cache; a later read maps them again.
+    /// Marks a tensor's bytes as used. Once enough used bytes have gathered, their pages
+    /// are dropped from this process's resident set, so streaming through a file larger
+    /// than RAM keeps memory bounded. The pages stay in the page cache; a later read maps
+    /// them again.
     pub fn release(&self, info: &TensorInfo) {
         let Source::Mapped(map) = &self.source else {
             return;
         };
-        let mut run = self.released.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((from, to)) = run.add(info.start, info.end, RELEASE_RUN) {
-            drop_pages(map, self.header.data_start + from, to - from);
+        let base = map.as_ptr() as usize + self.header.data_start;
+        let mut used = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        for (from, to) in used.add(info.start, info.end, RELEASE_RUN) {
+            // SAFETY: a range of the read-only map of an unmodified file.
+            unsafe { drop_pages(base + from, to - from) };
         }
     }
 
@@ -116,54 +118,15 @@ impl SafetensorsFile {
         let Source::Mapped(map) = &self.source else {
             return;
         };
-        let mut run = self.released.lock().unwrap_or_else(|e| e.into_inner());
-        drop_pages(map, self.header.data_start, self.header.data_len());
-        *run = UsedRun::default();
-    }
-}
-
-/// Bytes of used data to collect before dropping their pages.
-const RELEASE_RUN: usize = 64 << 20;
-
-fn drop_pages(map: &Mmap, offset: usize, len: usize) {
-    if len > 0 {
-        // SAFETY: the mapping is a read-only view of an unmodified file, so discarding
-        // pages only costs a re-read; no Rust reference is invalidated.
-        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) };
-    }
-}
-
-/// The used prefix of the data section, grown as tensors finish in any order.
-#[derive(Default)]
-struct UsedRun {
-    /// Everything below this offset is used.
-    used_to: usize,
-    /// Everything below this offset has been dropped.
-    dropped_to: usize,
-    /// Finished ranges beyond `used_to`, by start.
-    pending: std::collections::BTreeMap<usize, usize>,
-}
-
-impl UsedRun {
-    /// Records [start, end) as used; returns a range to drop once at least `min` bytes
-    /// of contiguous used data are waiting.
-    fn add(&mut self, start: usize, end: usize, min: usize) -> Option<(usize, usize)> {
-        if end > self.used_to {
-            let e = self.pending.entry(start).or_insert(end);
-            *e = (*e).max(end);
-        }
-        while let Some((&s, &e)) = self.pending.first_key_value() {
-            if s > self.used_to {
-                break;
-            }
-            self.pending.pop_first();
-            self.used_to = self.used_to.max(e);
-        }
-        (self.used_to - self.dropped_to >= min).then(|| {
-            let range = (self.dropped_to, self.used_to);
-            self.dropped_to = self.used_to;
-            range
-        })
+        let mut used = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the data section of the read-only map of an unmodified file.
+        unsafe {
+            drop_pages(
+                map.as_ptr() as usize + self.header.data_start,
+                self.header.data_len(),
+            )
+        };
+        *used = UsedRanges::default();
     }
 }
 
@@ -187,7 +150,7 @@ fn read_at(path: &Path, source: &Source, buf: &mut [u8], offset: u64, file_len: 
 
 /// mmap over NFS/SMB/FUSE is many times slower than plain reads and can fault on a
 /// network hiccup, so those filesystems get positioned reads.
-fn on_network_filesystem(file: &File) -> bool {
+pub(crate) fn on_network_filesystem(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     const NETWORK_MAGICS: [i64; 6] = [
         0x6969,      // NFS
@@ -203,20 +166,4 @@ fn on_network_filesystem(file: &File) -> bool {
         return false;
     }
     NETWORK_MAGICS.contains(&(stat.f_type as i64))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::UsedRun;
-
-    #[test]
-    fn used_run_grows_in_any_order_and_drops_in_runs() {
-        let mut run = UsedRun::default();
-        assert_eq!(run.add(10, 20, 15), None); // not contiguous with 0 yet
-        assert_eq!(run.add(0, 0, 15), None); // empty tensor at 0
-        assert_eq!(run.add(0, 10, 15), Some((0, 20)));
-        assert_eq!(run.add(20, 30, 15), None); // 10 bytes waiting, below the run length
-        assert_eq!(run.add(30, 35, 15), Some((20, 35)));
-        assert_eq!(run.add(5, 8, 1), None); // already covered
-    }
 }

@@ -218,9 +218,13 @@ impl AtomicWriter {
 
     /// The output file mapped for writing in place, when that is safe: only if its blocks
     /// are reserved (a write through a map to a full disk would kill the process with
-    /// SIGBUS rather than return an error). `CTCODEC_NO_MMAP` turns it off.
+    /// SIGBUS rather than return an error), and not on network filesystems, where a
+    /// mapped write can fail the same way. `CTCODEC_NO_MMAP` turns it off.
     pub fn map_output(&self) -> Result<Option<MappedOutput>> {
-        if !self.preallocated || std::env::var_os("CTCODEC_NO_MMAP").is_some() {
+        if !self.preallocated
+            || std::env::var_os("CTCODEC_NO_MMAP").is_some()
+            || super::reader::on_network_filesystem(self.file.as_file())
+        {
             return Ok(None);
         }
         // SAFETY: the temporary file has a fresh name only we know, and nothing else
