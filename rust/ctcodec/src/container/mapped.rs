@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use memmap2::MmapMut;
 
 use super::release::{drop_pages, UsedRanges, RELEASE_RUN};
-use super::writer::Layout;
 
 pub struct MappedOutput {
     map: MmapMut,
@@ -25,15 +24,17 @@ pub struct Releaser {
 }
 
 impl MappedOutput {
-    pub(crate) fn new(map: MmapMut, layout: &Layout) -> Self {
-        let mut slots: Vec<(String, usize, usize)> = layout
-            .slots()
-            .map(|(name, off, len)| (name.to_string(), off, len))
-            .collect();
+    /// `slots`: (name, offset from the data start, byte length) of every tensor; the data
+    /// starts after `header_len` bytes.
+    pub(crate) fn new(
+        map: MmapMut,
+        header_len: usize,
+        mut slots: Vec<(String, usize, usize)>,
+    ) -> Self {
         slots.sort_by_key(|s| (s.1, s.2)); // an empty tensor sorts before one at its offset
         MappedOutput {
             map,
-            header_len: layout.header_len(),
+            header_len,
             slots,
             released: Releaser {
                 base: 0,

@@ -231,7 +231,16 @@ impl AtomicWriter {
         // resizes it while mapped.
         let map = unsafe { memmap2::MmapMut::map_mut(self.file.as_file()) }
             .map_err(|e| CodecError::io(&self.dest, e))?;
-        Ok(Some(MappedOutput::new(map, &self.layout)))
+        let slots = self
+            .layout
+            .slots()
+            .map(|(n, off, len)| (n.to_string(), off, len))
+            .collect();
+        Ok(Some(MappedOutput::new(
+            map,
+            self.layout.header_len(),
+            slots,
+        )))
     }
 
     fn raw_file(&self) -> &File {
