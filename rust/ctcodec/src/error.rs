@@ -52,33 +52,4 @@ impl CodecError {
             source,
         }
     }
-
-    /// True when the cause is the operating system rather than the data.
-    pub fn is_io(&self) -> bool {
-        matches!(self, CodecError::Io { .. })
-    }
-}
-
-/// A tensor-level problem found before the file name is known; `in_file` adds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorFault {
-    pub tensor: String,
-    pub reason: String,
-}
-
-impl TensorFault {
-    pub fn new(tensor: &str, reason: impl Into<String>) -> Self {
-        TensorFault {
-            tensor: tensor.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    pub fn in_file(self, file: &Path) -> CodecError {
-        CodecError::Tensor {
-            file: file.to_path_buf(),
-            tensor: self.tensor,
-            reason: self.reason,
-        }
-    }
 }

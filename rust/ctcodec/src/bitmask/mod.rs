@@ -149,7 +149,7 @@ pub fn ct_row_offsets(counts: &[usize], lead_dims: &[usize]) -> Vec<i64> {
     let Some(&first) = lead_dims.first() else {
         return vec![0];
     };
-    let inner = if first == 0 { 0 } else { counts.len() / first };
+    let inner = counts.len().checked_div(first).unwrap_or(0);
     let mut running = vec![0i64; inner];
     let mut out = Vec::with_capacity(counts.len());
     for (i, &c) in counts.iter().enumerate() {
@@ -208,7 +208,7 @@ pub fn encode_into(
             .map(run)
             .reduce(|| true, |a, b| a && b)
     } else {
-        tasks.into_iter().map(run).fold(true, |a, b| a && b)
+        tasks.into_iter().map(run).all(|ok| ok)
     };
     if consistent {
         Ok(())

@@ -114,7 +114,7 @@ pub fn parse_header(file: &Path, json: &[u8], file_len: u64) -> Result<Header> {
             metadata = Some(map.0);
             continue;
         }
-        tensors.push(tensor_info(file, name, value)?);
+        tensors.push(tensor_info(file, name, &value)?);
     }
 
     tensors.sort_by_key(|t| (t.start, t.end));
@@ -193,7 +193,7 @@ struct RawTensor {
     data_offsets: (usize, usize),
 }
 
-fn tensor_info(file: &Path, name: String, value: Box<RawValue>) -> Result<TensorInfo> {
+fn tensor_info(file: &Path, name: String, value: &RawValue) -> Result<TensorInfo> {
     // Straight from the text (not via serde_json::Value) so duplicate fields are refused.
     let raw: RawTensor = serde_json::from_str(value.get())
         .map_err(|e| CodecError::tensor(file, &name, format!("bad header entry: {e}")))?;

@@ -79,10 +79,6 @@ impl SafetensorsFile {
         &self.header
     }
 
-    pub fn is_mapped(&self) -> bool {
-        matches!(self.source, Source::Mapped(_))
-    }
-
     /// The tensor's bytes: borrowed from the map, or read into a fresh buffer.
     pub fn bytes(&self, info: &TensorInfo) -> Result<Cow<'_, [u8]>> {
         let start = self.header.data_start + info.start;

@@ -184,10 +184,6 @@ impl AtomicWriter {
         })
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     /// Writes `bytes` at `offset` within the named tensor; safe to call from many threads.
     pub fn write_part(&self, name: &str, offset: usize, bytes: &[u8]) -> Result<()> {
         let (start, len) = self.layout.slot(name).ok_or_else(|| {
