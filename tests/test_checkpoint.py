@@ -158,3 +158,24 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     r = _cli("inspect", tmp_path / "bad")
     assert r.returncode == 2
     assert "model.safetensors" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sparsity_structure_is_inferred_or_taken_as_given(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    w = torch.randn(8, 16)
+    w24 = w.clone()
+    groups = w24.view(-1, 4)
+    drop = groups.abs().topk(2, dim=1, largest=False).indices  # two smallest of every four
+    groups.scatter_(1, drop, 0.0)
+    save_file({"a.weight": w24, "b.weight": w24 * 2, "norm.weight": torch.ones(16)}, src / "model.safetensors")
+    (src / "config.json").write_text("{}")
+
+    def structure(out, **kw):
+        ctcodec.compress_checkpoint(src, tmp_path / out, **kw)
+        return json.loads((tmp_path / out / "config.json").read_text())["quantization_config"]["sparsity_config"]["sparsity_structure"]
+
+    assert structure("inferred") == "2:4"
+    assert structure("given", sparsity_structure="unstructured") == "unstructured"
+    save_file({"a.weight": w24, "b.weight": w}, src / "model.safetensors")  # one dense weight breaks 2:4
+    assert structure("mixed") == "unstructured"

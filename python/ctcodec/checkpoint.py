@@ -72,7 +72,7 @@ def compress_checkpoint(
     *,
     targets: Sequence[str] | None = None,
     ignore: Sequence[str] | None = None,
-    sparsity_structure: str = "unstructured",
+    sparsity_structure: str | None = None,
     progress: bool = False,
     overwrite: bool = False,
 ) -> dict:
@@ -81,7 +81,9 @@ def compress_checkpoint(
     Weights of modules matched by `targets` (default `["Linear"]`: 2-D weights not named
     like embeddings or norms) and by no `ignore` entry (default `["lm_head"]`) are
     compressed; entries are exact module names, `re:` regexes, or `Linear`. config.json
-    gets the `quantization_config` compressed-tensors writes. Returns a summary.
+    gets the `quantization_config` compressed-tensors writes; its `sparsity_structure` is
+    the one given, or else "2:4" when every compressed weight keeps at most 2 of each 4
+    consecutive elements and "unstructured" otherwise. Returns a summary.
     """
     fmt = normalize(format)
     if fmt != "sparse-bitmask":
@@ -119,7 +121,7 @@ def compress_checkpoint(
             "global_sparsity": summary["global_sparsity"],
             "ignore": ignore,
             "registry_requires_subclass": False,
-            "sparsity_structure": sparsity_structure,
+            "sparsity_structure": sparsity_structure or summary["sparsity_structure"],
             "targets": targets,
         },
         "transform_config": {},
@@ -142,6 +144,7 @@ def _summarize(stats: list[list[dict]]) -> dict:
         "bytes_in": sum(s["bytes_in"] for s in flat),
         "bytes_out": sum(s["bytes_out"] for s in flat),
         "global_sparsity": zeros / total_params,
+        "sparsity_structure": "2:4" if compressed and all(s["two_four"] for s in compressed) else "unstructured",
         "stats": flat,
     }
 

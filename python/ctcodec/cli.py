@@ -23,6 +23,7 @@ def _cmd_compress(args) -> int:
         format=args.format,
         targets=args.targets,
         ignore=args.ignore,
+        sparsity_structure=args.sparsity_structure,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="sparse-bitmask", help="output format (sparse-bitmask)")
     c.add_argument("--targets", nargs="+", default=None, help="module names, re:regex, or Linear (default Linear)")
     c.add_argument("--ignore", nargs="*", default=None, help="modules to leave dense (default lm_head)")
+    c.add_argument(
+        "--sparsity-structure",
+        default=None,
+        help="recorded in config.json (default: 2:4 when every compressed weight is 2:4, else unstructured)",
+    )
     c.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(run=_cmd_compress)

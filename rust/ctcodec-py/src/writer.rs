@@ -24,6 +24,7 @@ fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict
     d.set_item("nonzero", s.nonzero)?;
     d.set_item("bytes_in", s.bytes_in)?;
     d.set_item("bytes_out", s.bytes_out)?;
+    d.set_item("two_four", s.two_four)?;
     Ok(d)
 }
 

@@ -217,6 +217,15 @@ pub fn encode_into(
     }
 }
 
+/// Whether a mask keeps at most 2 of every 4 consecutive columns (2:4 sparsity), read
+/// from the mask alone: with whole groups of 4 per row, each nibble is one group.
+pub fn is_two_four(mask: &[u8], g: &Geometry) -> bool {
+    g.cols % 4 == 0
+        && mask
+            .iter()
+            .all(|b| (b & 0x0f).count_ones() <= 2 && (b >> 4).count_ones() <= 2)
+}
+
 /// A dense tensor in bitmask form.
 pub struct Encoded {
     pub values: Vec<u8>,

@@ -157,3 +157,23 @@ fn encoding_with_stale_counts_fails_cleanly() {
         assert!(err.contains("changed"), "{err}");
     }
 }
+
+#[test]
+fn two_four_is_read_from_the_mask() {
+    let g = Geometry::new(Dtype::F32, &[2, 8]).unwrap();
+    let pattern = |keep: [u8; 8]| -> Vec<u8> {
+        keep.iter()
+            .flat_map(|&k| (k as f32).to_le_bytes())
+            .collect()
+    };
+    let ok: Vec<u8> = [
+        pattern([1, 0, 1, 0, 0, 0, 1, 1]),
+        pattern([0, 0, 0, 0, 1, 1, 0, 0]),
+    ]
+    .concat();
+    let bad: Vec<u8> = [pattern([1, 1, 1, 0, 0, 0, 0, 0]), pattern([0; 8])].concat();
+    assert!(is_two_four(&encode(&ok, &g).mask, &g));
+    assert!(!is_two_four(&encode(&bad, &g).mask, &g));
+    let odd = Geometry::new(Dtype::F32, &[1, 6]).unwrap(); // groups would straddle rows
+    assert!(!is_two_four(&[0], &odd));
+}

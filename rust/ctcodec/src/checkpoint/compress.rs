@@ -28,6 +28,8 @@ pub struct TensorStat {
     pub nonzero: usize,
     pub bytes_in: usize,
     pub bytes_out: usize,
+    /// Compressed, and at most 2 non-zeros in every 4 consecutive elements of a row.
+    pub two_four: bool,
 }
 
 /// The module path a compressed weight is stored under (`x.weight` -> `x`).
@@ -232,6 +234,7 @@ fn fill_tensor(
         nonzero: spec.shape.iter().product(),
         bytes_in: bytes.len(),
         bytes_out: bytes.len(),
+        two_four: false,
     };
     match (counts, parts) {
         (None, [out]) => out.copy_from_slice(&bytes),
@@ -252,6 +255,7 @@ fn fill_tensor(
                 .collect();
             row_offsets.copy_from_slice(&offsets);
             stat.nonzero = counts.iter().sum();
+            stat.two_four = bitmask::is_two_four(mask, &g);
             stat.bytes_out = values.len() + mask.len() + shape.len() + row_offsets.len();
         }
         _ => unreachable!("output parts do not match the tensor"),
