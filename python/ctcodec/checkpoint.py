@@ -91,8 +91,9 @@ def compress_checkpoint(
     src, dst = Path(src_dir), Path(dst_dir)
     if not src.is_dir():
         raise CodecError(f"{src}: not a model folder")
-    if declared_format(src) not in (None, "dense"):
-        raise CodecError(f"{src}: is already compressed ({declared_format(src)})")
+    existing = declared_format(src)
+    if existing not in (None, "dense"):
+        raise CodecError(f"{src}: is already compressed ({existing})")
     targets = list(DEFAULT_TARGETS if targets is None else targets)
     ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
     shards = shard_paths(src)

@@ -14,14 +14,8 @@ use super::schedule::{for_each_job, for_each_tensor};
 
 /// The dense bytes of one planned tensor, in a buffer of its own, decoded on all cores.
 pub fn read_dense(file: &SafetensorsFile, item: &DenseItem) -> Result<Vec<u8>> {
-    let out = match &item.source {
-        Source::Stored(info) => {
-            let bytes = file.bytes(info)?.into_owned();
-            file.release(info);
-            bytes
-        }
-        Source::Bitmask(parts) => decode_bitmask(file, parts, true)?,
-    };
+    let mut out = crate::buffer::zeroed(byte_len(item.dtype, &item.shape).unwrap_or(0));
+    dense_into(file, item, true, &mut out)?;
     Ok(out)
 }
 
@@ -88,12 +82,6 @@ fn dense_into(file: &SafetensorsFile, item: &DenseItem, split: bool, out: &mut [
         }
         Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
     }
-}
-
-fn decode_bitmask(file: &SafetensorsFile, parts: &BitmaskParts, split: bool) -> Result<Vec<u8>> {
-    let mut out = crate::buffer::zeroed(parts.geometry.dense_bytes());
-    decode_bitmask_into(file, parts, split, &mut out)?;
-    Ok(out)
 }
 
 /// Decodes into `out`, which must be zeroed and exactly the dense size.
@@ -214,7 +202,11 @@ pub fn decompress_file(
             // Stored tensors go from the input map straight to the writer.
             let (bytes, stored) = match &item.source {
                 Source::Stored(info) => (file.bytes(info)?, Some(info)),
-                Source::Bitmask(parts) => (Cow::Owned(decode_bitmask(file, parts, split)?), None),
+                Source::Bitmask(parts) => {
+                    let mut out = crate::buffer::zeroed(parts.geometry.dense_bytes());
+                    decode_bitmask_into(file, parts, split, &mut out)?;
+                    (Cow::Owned(out), None)
+                }
             };
             let n = bytes.len() as u64;
             queue.send(Batch {
