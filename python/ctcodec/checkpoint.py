@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from . import _native
+from . import _native, quantization
 from .errors import CodecError
 from .formats import normalize
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
-from .reading import declared_format
+from .reading import declared_format, declared_quantization, shard_schemes
 from .targets import is_target
 from .tensors import nbytes, numel
 
@@ -68,8 +68,11 @@ def _copy_other_files(src: Path, dst: Path, skip: set[str]) -> list[str]:
 def compress_checkpoint(
     src_dir: str | os.PathLike,
     dst_dir: str | os.PathLike,
-    format: str = "sparse-bitmask",
+    format: str | None = None,
     *,
+    scheme: str | None = None,
+    group_size: int | None = None,
+    recipe: str | os.PathLike | dict | None = None,
     targets: Sequence[str] | None = None,
     ignore: Sequence[str] | None = None,
     sparsity_structure: str | None = None,
@@ -78,55 +81,73 @@ def compress_checkpoint(
 ) -> dict:
     """Compresses a Hugging Face model folder into `dst_dir`.
 
+    With `scheme` (a compressed-tensors preset such as "W4A16", "W8A8", "FP8_DYNAMIC",
+    "NVFP4A16"; `group_size` overrides the preset's) or `recipe` (a quantization_config
+    style dict or JSON file with `config_groups` and `ignore`, for per-layer schemes),
+    weights are quantized round-to-nearest with compressed-tensors' exact arithmetic and
+    stored in the format compressed-tensors would choose. Otherwise (or with
+    `format="sparse-bitmask"`) weights are bitmask-compressed losslessly.
+
     Weights of modules matched by `targets` (default `["Linear"]`: 2-D weights not named
     like embeddings or norms) and by no `ignore` entry (default `["lm_head"]`) are
     compressed; entries are exact module names, `re:` regexes, or `Linear`. config.json
-    gets the `quantization_config` compressed-tensors writes; its `sparsity_structure` is
-    the one given, or else "2:4" when every compressed weight keeps at most 2 of each 4
-    consecutive elements and "unstructured" otherwise. Returns a summary.
+    gets the `quantization_config` compressed-tensors writes. Returns a summary.
     """
-    fmt = normalize(format)
-    if fmt != "sparse-bitmask":
-        raise CodecError(f"compress_checkpoint writes sparse-bitmask; {fmt!r} is not a compression format")
     src, dst = Path(src_dir), Path(dst_dir)
     if not src.is_dir():
         raise CodecError(f"{src}: not a model folder")
     existing = declared_format(src)
-    if existing not in (None, "dense"):
-        raise CodecError(f"{src}: is already compressed ({existing})")
+    if existing not in (None, "dense") or declared_quantization(src):
+        raise CodecError(f"{src}: is already compressed")
     targets = list(DEFAULT_TARGETS if targets is None else targets)
     ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
+    quantize = scheme is not None or recipe is not None
+    if quantize:
+        if format not in (None,) and not str(format).endswith("quantized"):
+            raise CodecError(f"format {format!r} cannot be combined with a quantization scheme")
+        plan = quantization.plan(scheme, group_size, recipe, targets, ignore, format)
+    else:
+        fmt = normalize(format or "sparse-bitmask")
+        if fmt != "sparse-bitmask":
+            raise CodecError(f"{fmt!r} is not a lossless compression format; give a scheme to quantize")
     shards = shard_paths(src)
     _prepare_output(src, dst, overwrite)
 
     jobs = []
     for shard in shards:
         _meta, tensors = _native.read_header(os.fspath(shard))
-        names = [
-            name
-            for name, _dtype, shape in tensors
-            if name.endswith(".weight") and is_target(name[: -len(".weight")], shape, targets, ignore)
-        ]
-        jobs.append((os.fspath(shard), os.fspath(dst / shard.name), names))
+        if quantize:
+            encodings = plan.encodings(tensors)
+        else:
+            encodings = {
+                name: None
+                for name, _dtype, shape in tensors
+                if name.endswith(".weight") and is_target(name[: -len(".weight")], shape, targets, ignore)
+            }
+        jobs.append((os.fspath(shard), os.fspath(dst / shard.name), encodings))
     stats = _write_shards(lambda j: _native.compress_files(j, progress), jobs)
 
     summary = _summarize(stats)
-    _write_index(src, dst, shards, stats)
+    _write_index(src, dst, shards)
     config_path = src / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
-    config["quantization_config"] = {
-        "version": FORMAT_VERSION,
-        "quant_method": "compressed-tensors",
-        "sparsity_config": {
-            "format": fmt,
-            "global_sparsity": summary["global_sparsity"],
-            "ignore": ignore,
-            "registry_requires_subclass": False,
-            "sparsity_structure": sparsity_structure or summary["sparsity_structure"],
-            "targets": targets,
-        },
-        "transform_config": {},
-    }
+    if quantize:
+        config["quantization_config"] = plan.config()
+        summary["skipped"] = plan.skipped
+    else:
+        config["quantization_config"] = {
+            "version": FORMAT_VERSION,
+            "quant_method": "compressed-tensors",
+            "sparsity_config": {
+                "format": fmt,
+                "global_sparsity": summary["global_sparsity"],
+                "ignore": ignore,
+                "registry_requires_subclass": False,
+                "sparsity_structure": sparsity_structure or summary["sparsity_structure"],
+                "targets": targets,
+            },
+            "transform_config": {},
+        }
     write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
     skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
     summary["copied"] = _copy_other_files(src, dst, skip)
@@ -150,22 +171,20 @@ def _summarize(stats: list[list[dict]]) -> dict:
     }
 
 
-def _write_index(src: Path, dst: Path, shards: list[Path], stats: list[list[dict]]) -> None:
+def _write_index(src: Path, dst: Path, shards: list[Path]) -> None:
+    """Rewrites the index from the headers of the shards just written."""
     index_path = src / INDEX_NAME
     if not index_path.is_file():
         return
     index = read_json(index_path)
-    weight_map = {}
-    for shard, shard_stats in zip(shards, stats):
-        for s in shard_stats:
-            if s["compressed"]:
-                module = s["name"][: -len(".weight")]
-                for part in ("bitmask", "compressed", "row_offsets", "shape"):
-                    weight_map[f"{module}.{part}"] = shard.name
-            else:
-                weight_map[s["name"]] = shard.name
+    weight_map, total = {}, 0
+    for shard in shards:
+        _meta, tensors = _native.read_header(os.fspath(dst / shard.name))
+        for name, dtype, shape in tensors:
+            weight_map[name] = shard.name
+            total += nbytes(dtype, shape)
     index["weight_map"] = dict(sorted(weight_map.items()))
-    index.setdefault("metadata", {})["total_size"] = sum(s["bytes_out"] for shard in stats for s in shard)
+    index.setdefault("metadata", {})["total_size"] = total
     write_json_atomic(dst / INDEX_NAME, index)
 
 
@@ -182,23 +201,19 @@ def decompress_checkpoint(
     if not src.is_dir():
         raise CodecError(f"{src}: not a model folder")
     fmt = declared_format(src)
+    quant = declared_quantization(src)
     shards = shard_paths(src)
     _prepare_output(src, dst, overwrite)
     jobs = [(os.fspath(s), os.fspath(dst / s.name)) for s in shards]
-    count = _write_shards(lambda j: _native.decompress_files(j, fmt, progress), jobs)
+    # One call per shard: each shard holds its own set of quantized modules.
+    schemes = [shard_schemes(s, quant) for s in shards]
 
-    index_path = src / INDEX_NAME
-    if index_path.is_file():
-        index = read_json(index_path)
-        weight_map, total = {}, 0
-        for shard in shards:
-            _meta, tensors = _native.read_header(os.fspath(dst / shard.name))
-            for name, dtype, shape in tensors:
-                weight_map[name] = shard.name
-                total += nbytes(dtype, shape)
-        index["weight_map"] = dict(sorted(weight_map.items()))
-        index.setdefault("metadata", {})["total_size"] = total
-        write_json_atomic(dst / INDEX_NAME, index)
+    def run(jobs):
+        return sum(_native.decompress_files([j], fmt, progress, "auto", sc) for j, sc in zip(jobs, schemes))
+
+    count = _write_shards(run, jobs)
+
+    _write_index(src, dst, shards)
     config_path = src / CONFIG_NAME
     if config_path.is_file():
         config = read_json(config_path)

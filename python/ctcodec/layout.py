@@ -64,16 +64,25 @@ def find_config(path: str | os.PathLike) -> Path | None:
 
 
 def format_from_config(config: dict[str, Any] | None) -> str | None:
-    """The on-disk format a config.json declares, or None when it declares none."""
+    """The sparse on-disk format a config.json declares, or None when it declares none
+    (quantized formats are resolved per module, see `qconfig`)."""
     if not config:
         return None
     qc = config.get("quantization_config") or config.get("compression_config")
     if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") != "compressed-tensors":
         return None
     sparsity = qc.get("sparsity_config") or {}
-    quant_format = qc.get("format") if qc.get("config_groups") else None
-    if quant_format and quant_format != "dense":
-        # Quantized formats arrive with the quantized-formats work; refuse clearly for now.
-        raise CodecError(f"quantization format {quant_format!r} is not supported yet")
     fmt = sparsity.get("format") if isinstance(sparsity, dict) else None
     return fmt or None
+
+
+def quantization_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The `quantization_config` of the config.json beside `path`, if any."""
+    cfg = find_config(path)
+    if cfg is None:
+        return None
+    config = read_json(cfg)
+    qc = config.get("quantization_config") or config.get("compression_config")
+    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") != "compressed-tensors":
+        return None
+    return qc

@@ -8,7 +8,8 @@ from typing import Any, Iterator
 from . import _native
 from .errors import CodecError
 from .formats import normalize
-from .layout import find_config, format_from_config, read_json, shard_paths
+from . import qconfig
+from .layout import find_config, format_from_config, quantization_config, read_json, shard_paths
 from .tensors import default_framework, from_raw
 
 
@@ -43,8 +44,26 @@ def decompress_file(
     """
     framework = framework or default_framework()
     fmt = format or declared_format(path)
+    quant = declared_quantization(path)
     for shard in shard_paths(path):
-        yield from _iter_file(shard, fmt, framework, device, mode)
+        yield from _iter_file(shard, fmt, framework, device, mode, quant)
+
+
+def declared_quantization(path: str | os.PathLike) -> qconfig.QuantConfig:
+    """The quantization schemes config.json declares (empty when it declares none)."""
+    try:
+        return qconfig.parse(quantization_config(path))
+    except CodecError as e:
+        cfg = find_config(path)
+        raise CodecError(f"{cfg}: {e}") from None
+
+
+def shard_schemes(shard: str | os.PathLike, quant: qconfig.QuantConfig, mode: str = "auto") -> dict[str, tuple] | None:
+    """Native specs of the quantized modules stored in one shard."""
+    if not quant:
+        return None
+    _meta, tensors = _native.read_header(os.fspath(shard), mode)
+    return qconfig.file_schemes((t[0] for t in tensors), quant, where=os.fspath(shard))
 
 
 # Tensors are decoded in batches of up to this many bytes into one buffer each (one
@@ -53,8 +72,9 @@ def decompress_file(
 BATCH_BYTES = 64 << 20
 
 
-def _iter_file(path, fmt, framework, device, mode):
-    reader = _native.CompressedFile(os.fspath(path), fmt, mode)
+def _iter_file(path, fmt, framework, device, mode, quant):
+    schemes = shard_schemes(path, quant, mode)
+    reader = _native.CompressedFile(os.fspath(path), fmt, mode, schemes)
     entries = reader.entries()
     index = 0
     while index < len(entries):

@@ -4,6 +4,7 @@ mod errors;
 mod pool;
 mod progress;
 mod reader;
+mod spec;
 mod writer;
 
 use pyo3::prelude::*;

@@ -1,6 +1,7 @@
 //! `CompressedFile`: a validated, mapped file whose dense tensors are decoded one at a
 //! time into fresh numpy buffers (no copy on the way to Python).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use ctcodec::checkpoint::{plan, read_dense, read_dense_batch, DenseItem, Format};
@@ -9,6 +10,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
 use crate::errors::{run_detached, to_py};
+use crate::spec::{parse_schemes, SpecTuple};
 
 pub fn read_mode(mode: &str) -> PyResult<ReadMode> {
     match mode {
@@ -37,14 +39,21 @@ pub struct CompressedFile {
 #[pymethods]
 impl CompressedFile {
     #[new]
-    #[pyo3(signature = (path, format=None, mode="auto"))]
-    fn new(py: Python<'_>, path: PathBuf, format: Option<&str>, mode: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, format=None, mode="auto", schemes=None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        format: Option<&str>,
+        mode: &str,
+        schemes: Option<HashMap<String, SpecTuple>>,
+    ) -> PyResult<Self> {
         let format = parse_format(format)?;
         let mode = read_mode(mode)?;
+        let schemes = parse_schemes(schemes)?;
         run_detached(py, move || {
             let file = SafetensorsFile::open(&path, mode)?;
             let format = format.unwrap_or_else(|| Format::detect(file.header()));
-            let items = plan(&file, format)?;
+            let items = plan(&file, format, &schemes)?;
             Ok(CompressedFile {
                 file,
                 items,

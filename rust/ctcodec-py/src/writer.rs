@@ -1,9 +1,10 @@
 //! Compressing and decompressing whole files, from paths or from caller arrays.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use ctcodec::checkpoint::{
-    compress_to_file, decompress_file, FileSource, MemorySource, TensorSource, TensorStat,
+    compress_to_file, decompress_file, Encoding, FileSource, MemorySource, TensorSource, TensorStat,
 };
 use ctcodec::container::{SafetensorsFile, TensorSpec};
 use ctcodec::{CodecError, Dtype};
@@ -14,6 +15,7 @@ use pyo3::types::PyDict;
 use crate::errors::{run_detached, to_py};
 use crate::progress::bar;
 use crate::reader::{parse_format, read_mode};
+use crate::spec::{parse_schemes, parse_spec, SpecTuple};
 
 fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -28,17 +30,37 @@ fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
-/// Compresses each (src, dst, names to compress) job; one progress bar over all input bytes.
+/// Compresses each (src, dst, {name: spec or None}) job: a None spec bitmask-encodes the
+/// tensor, a spec tuple quantizes it; one progress bar over all input bytes.
 #[pyfunction]
 #[pyo3(signature = (jobs, progress=false, mode="auto"))]
 pub fn compress_files<'py>(
     py: Python<'py>,
-    jobs: Vec<(PathBuf, PathBuf, Vec<String>)>,
+    jobs: Vec<(PathBuf, PathBuf, HashMap<String, Option<SpecTuple>>)>,
     progress: bool,
     mode: &str,
 ) -> PyResult<Vec<Vec<Bound<'py, PyDict>>>> {
     let mode = read_mode(mode)?;
     let stats = run_detached(py, move || {
+        let jobs: Vec<(PathBuf, PathBuf, HashMap<String, Encoding>)> = jobs
+            .into_iter()
+            .map(|(src, dst, names)| {
+                let encodings = names
+                    .into_iter()
+                    .map(|(name, spec)| {
+                        let enc = match spec {
+                            None => Encoding::Bitmask,
+                            Some(t) => Encoding::Quant(
+                                parse_spec(&t)
+                                    .map_err(|e| CodecError::tensor(&src, &name, e.to_string()))?,
+                            ),
+                        };
+                        Ok((name, enc))
+                    })
+                    .collect::<Result<_, CodecError>>()?;
+                Ok((src, dst, encodings))
+            })
+            .collect::<Result<_, CodecError>>()?;
         let total: u64 = jobs
             .iter()
             .map(|(src, _, _)| std::fs::metadata(src).map_or(0, |m| m.len()))
@@ -47,17 +69,15 @@ pub fn compress_files<'py>(
         let mut all = Vec::with_capacity(jobs.len());
         for (src, dst, names) in &jobs {
             let source = FileSource::new(SafetensorsFile::open(src, mode)?);
-            let wanted: std::collections::HashSet<&str> =
-                names.iter().map(String::as_str).collect();
-            let select: Vec<bool> = source
+            let select: Vec<Encoding> = source
                 .specs()
                 .iter()
-                .map(|s| wanted.contains(s.name.as_str()))
+                .map(|s| names.get(&s.name).copied().unwrap_or(Encoding::Keep))
                 .collect();
-            let found = select.iter().filter(|&&b| b).count();
-            if found != wanted.len() {
+            let found = select.iter().filter(|&&e| e != Encoding::Keep).count();
+            if found != names.len() {
                 let missing = names
-                    .iter()
+                    .keys()
                     .find(|n| !source.specs().iter().any(|s| &s.name == *n));
                 return Err(CodecError::tensor(
                     src,
@@ -78,16 +98,18 @@ pub fn compress_files<'py>(
 
 /// Decompresses each (src, dst) job to dense safetensors.
 #[pyfunction]
-#[pyo3(signature = (jobs, format=None, progress=false, mode="auto"))]
+#[pyo3(signature = (jobs, format=None, progress=false, mode="auto", schemes=None))]
 pub fn decompress_files(
     py: Python<'_>,
     jobs: Vec<(PathBuf, PathBuf)>,
     format: Option<&str>,
     progress: bool,
     mode: &str,
+    schemes: Option<HashMap<String, SpecTuple>>,
 ) -> PyResult<usize> {
     let format = parse_format(format)?;
     let mode = read_mode(mode)?;
+    let schemes = parse_schemes(schemes)?;
     run_detached(py, move || {
         let total: u64 = jobs
             .iter()
@@ -97,7 +119,7 @@ pub fn decompress_files(
         let mut n = 0;
         for (src, dst) in &jobs {
             let size = std::fs::metadata(src).map_or(0, |m| m.len());
-            n += decompress_file(src, dst, format, mode, &|_| {})?;
+            n += decompress_file(src, dst, format, &schemes, mode, &|_| {})?;
             pb.inc(size);
         }
         pb.finish_and_clear();
@@ -106,15 +128,16 @@ pub fn decompress_files(
 }
 
 /// Writes caller tensors (raw bytes as uint8 arrays) to `path`, bitmask-compressing
-/// those flagged in `select`.
+/// those flagged in `select`, or quantizing those with a spec in `specs`.
 #[pyfunction]
-#[pyo3(signature = (path, tensors, select, metadata=None))]
+#[pyo3(signature = (path, tensors, select, metadata=None, specs=None))]
 pub fn write_tensors<'py>(
     py: Python<'py>,
     path: PathBuf,
     tensors: Vec<(String, String, Vec<usize>, PyReadonlyArray1<'py, u8>)>,
     select: Vec<bool>,
     metadata: Option<Vec<(String, String)>>,
+    specs: Option<Vec<Option<SpecTuple>>>,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     if select.len() != tensors.len() {
         return Err(to_py(CodecError::Invalid(
@@ -131,9 +154,23 @@ pub fn write_tensors<'py>(
             .map_err(|_| to_py(CodecError::tensor(&path, name, "array is not contiguous")))?;
         inputs.push((TensorSpec::new(name.clone(), dtype, shape.clone()), bytes));
     }
+    let specs = specs.unwrap_or_else(|| vec![None; select.len()]);
+    if specs.len() != select.len() {
+        return Err(to_py(CodecError::Invalid("one spec per tensor".into())));
+    }
+    let mut encodings = Vec::with_capacity(select.len());
+    for ((&sel, spec), (name, ..)) in select.iter().zip(&specs).zip(&tensors) {
+        encodings.push(match (sel, spec) {
+            (_, Some(t)) => Encoding::Quant(
+                parse_spec(t).map_err(|e| to_py(CodecError::tensor(&path, name, e.to_string())))?,
+            ),
+            (true, None) => Encoding::Bitmask,
+            (false, None) => Encoding::Keep,
+        });
+    }
     let stats = run_detached(py, || {
         let source = MemorySource::new(&path, inputs, metadata);
-        compress_to_file(&source, &path, &select, &|_| {})
+        compress_to_file(&source, &path, &encodings, &|_| {})
     })?;
     stats.iter().map(|s| stat_dict(py, s)).collect()
 }

@@ -1,19 +1,40 @@
-//! Time compress_to_file on one file, every 2-D `.weight` selected.
+//! Time compress_to_file on one file, every 2-D `proj.weight` compressed.
 //! cargo run --release --example compress_speed -- IN.safetensors OUT.safetensors
 
 use std::time::Instant;
 
-use ctcodec::checkpoint::{compress_to_file, FileSource, TensorSource};
+use ctcodec::checkpoint::{compress_to_file, Encoding, FileSource, TensorSource};
 use ctcodec::container::{ReadMode, SafetensorsFile};
+use ctcodec::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     for _ in 0..3 {
         let src = FileSource::new(SafetensorsFile::open(args[1].as_ref(), ReadMode::Auto).unwrap());
-        let select: Vec<bool> = src
+        // A third argument `w4a16` quantizes (group 128) instead of bitmask-compressing.
+        let encoding = match args.get(3).map(String::as_str) {
+            Some("w4a16") => Encoding::Quant(QuantSpec {
+                format: QuantFormat::Pack { legacy: false },
+                args: QuantArgs {
+                    num_bits: 4,
+                    qtype: QType::Int,
+                    symmetric: true,
+                    strategy: Strategy::Group(128),
+                },
+                global_scale: None,
+            }),
+            _ => Encoding::Bitmask,
+        };
+        let select: Vec<Encoding> = src
             .specs()
             .iter()
-            .map(|s| s.name.ends_with("proj.weight") && s.shape.len() == 2)
+            .map(|s| {
+                if s.name.ends_with("proj.weight") && s.shape.len() == 2 {
+                    encoding
+                } else {
+                    Encoding::Keep
+                }
+            })
             .collect();
         let bytes: u64 = std::fs::metadata(&args[1]).unwrap().len();
         let _ = std::fs::remove_file(&args[2]);

@@ -12,7 +12,7 @@ fn main() {
         .nth(1)
         .expect("a compressed .safetensors file");
     let file = SafetensorsFile::open(path.as_ref(), ReadMode::Mmap).unwrap();
-    let items = plan(&file, Format::SparseBitmask).unwrap();
+    let items = plan(&file, Format::SparseBitmask, &Default::default()).unwrap();
     let parts: Vec<_> = items
         .iter()
         .filter_map(|i| match &i.source {

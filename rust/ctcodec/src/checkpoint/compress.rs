@@ -10,12 +10,24 @@ use crate::bitmask::{self, Geometry};
 use crate::container::{byte_len, AtomicWriter, Layout, TensorSpec};
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
+use crate::quant::{self, QuantSpec};
 
 use super::background::{write_in_background, Batch};
 use super::decode::in_file;
 use super::plan::{BITMASK, COMPRESSED, ROW_OFFSETS, SHAPE};
 use super::schedule::{for_each_job, for_each_tensor};
 use super::source::TensorSource;
+
+/// What to do with one input tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Encoding {
+    /// Copy it unchanged.
+    Keep,
+    /// sparse-bitmask.
+    Bitmask,
+    /// Quantize it (`<module>.weight` becomes the format's parts).
+    Quant(QuantSpec),
+}
 
 /// What happened to one input tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,17 +49,18 @@ pub fn module_of(name: &str) -> Option<&str> {
     name.strip_suffix(".weight").filter(|m| !m.is_empty())
 }
 
-/// Compresses the selected tensors of `src` into `dst`; the rest are copied unchanged.
-/// Selected tensors must be named `<module>.weight` with a dtype that has a zero.
-/// `progress` is told the input bytes of each tensor once it is written.
+/// Compresses the tensors of `src` into `dst` as `encodings` says (one per tensor).
+/// Encoded tensors must be named `<module>.weight`; bitmask ones need a dtype with a
+/// zero, quantized ones bf16/f16/f32. `progress` is told the input bytes of each
+/// tensor once it is written.
 pub fn compress_to_file(
     src: &dyn TensorSource,
     dst: &Path,
-    select: &[bool],
+    encodings: &[Encoding],
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<TensorStat>> {
     let specs = src.specs();
-    assert_eq!(select.len(), specs.len(), "one selection flag per tensor");
+    assert_eq!(encodings.len(), specs.len(), "one encoding per tensor");
     let path = src.path();
 
     let sizes: Vec<usize> = specs
@@ -57,13 +70,13 @@ pub fn compress_to_file(
 
     // Pass 1: validate and count.
     let counts: Vec<Option<Vec<usize>>> =
-        for_each_tensor(&sizes, |i, split| count_tensor(src, i, select[i], split))?;
+        for_each_tensor(&sizes, |i, split| count_tensor(src, i, encodings[i], split))?;
     src.end_pass();
 
     // Output layout.
     let mut out_specs = Vec::new();
-    for (spec, c) in specs.iter().zip(&counts) {
-        out_specs.extend(output_specs(path, spec, c.as_deref())?);
+    for ((spec, c), &enc) in specs.iter().zip(&counts).zip(encodings) {
+        out_specs.extend(output_specs(path, spec, enc, c.as_deref())?);
     }
     let layout = Layout::new(out_specs, src.metadata()).map_err(|e| in_file(e, path))?;
     let writer = AtomicWriter::create(dst, layout)?;
@@ -77,18 +90,25 @@ pub fn compress_to_file(
                 .iter()
                 .enumerate()
                 .map(|(i, spec)| {
-                    let parts = output_names(spec, counts[i].is_some())
+                    let parts = output_names(path, spec, encodings[i])?
                         .iter()
                         .map(|n| slots.remove(n).expect("every output is in the layout"))
                         .collect();
-                    (i, parts)
+                    Ok((i, parts))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let stats = for_each_job(
                 jobs,
                 |(i, _)| sizes[*i],
                 |(i, mut parts), split| {
-                    let stat = fill_tensor(src, i, counts[i].as_deref(), split, &mut parts)?;
+                    let stat = fill_tensor(
+                        src,
+                        i,
+                        encodings[i],
+                        counts[i].as_deref(),
+                        split,
+                        &mut parts,
+                    )?;
                     parts.iter().for_each(|p| releaser.done(p));
                     src.release(i);
                     progress(stat.bytes_in as u64);
@@ -101,13 +121,23 @@ pub fn compress_to_file(
         None => write_in_background(&writer, |queue| {
             for_each_tensor(&sizes, |i, split| {
                 let spec = &specs[i];
-                let mut bufs: Vec<Vec<u8>> = output_specs(path, spec, counts[i].as_deref())?
-                    .iter()
-                    .map(|o| vec![0u8; byte_len(o.dtype, &o.shape).expect("checked by the layout")])
-                    .collect();
+                let mut bufs: Vec<Vec<u8>> =
+                    output_specs(path, spec, encodings[i], counts[i].as_deref())?
+                        .iter()
+                        .map(|o| {
+                            vec![0u8; byte_len(o.dtype, &o.shape).expect("checked by the layout")]
+                        })
+                        .collect();
                 let mut parts: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-                let stat = fill_tensor(src, i, counts[i].as_deref(), split, &mut parts)?;
-                let names = output_names(spec, counts[i].is_some());
+                let stat = fill_tensor(
+                    src,
+                    i,
+                    encodings[i],
+                    counts[i].as_deref(),
+                    split,
+                    &mut parts,
+                )?;
+                let names = output_names(path, spec, encodings[i])?;
                 let bytes_in = stat.bytes_in as u64;
                 queue.send(Batch {
                     parts: names
@@ -128,11 +158,11 @@ pub fn compress_to_file(
     Ok(stats)
 }
 
-/// Checks one input tensor and, when selected, counts its non-zeros per row.
+/// Checks one input tensor and, for bitmask encoding, counts its non-zeros per row.
 fn count_tensor(
     src: &dyn TensorSource,
     i: usize,
-    selected: bool,
+    encoding: Encoding,
     split: bool,
 ) -> Result<Option<Vec<usize>>> {
     let spec = &src.specs()[i];
@@ -151,18 +181,22 @@ fn count_tensor(
             ),
         ));
     }
-    if !selected {
+    if encoding != Encoding::Keep && module_of(&spec.name).is_none() {
+        return Err(CodecError::tensor(
+            path,
+            &spec.name,
+            "only `<module>.weight` tensors can be compressed",
+        ));
+    }
+    if encoding != Encoding::Bitmask {
+        if let Encoding::Quant(q) = encoding {
+            quant::output_parts(&q, spec.dtype, &spec.shape)
+                .map_err(|e| CodecError::tensor(path, &spec.name, e))?;
+        }
         // Release it all the same, or the used run from the file start stalls here.
         drop(bytes);
         src.release(i);
         return Ok(None);
-    }
-    if module_of(&spec.name).is_none() {
-        return Err(CodecError::tensor(
-            path,
-            &spec.name,
-            "only `<module>.weight` tensors can be bitmask-compressed",
-        ));
     }
     let g = geometry(path, spec)?;
     let counts = bitmask::row_counts(&bytes, &g, split);
@@ -182,20 +216,32 @@ fn mask_shape(spec: &TensorSpec, g: &Geometry) -> Vec<usize> {
     shape
 }
 
-/// The output tensors one input tensor becomes: itself, or its four bitmask parts.
+/// The output tensors one input tensor becomes: itself, its four bitmask parts, or
+/// its quantized parts.
 fn output_specs(
     path: &Path,
     spec: &TensorSpec,
+    encoding: Encoding,
     counts: Option<&[usize]>,
 ) -> Result<Vec<TensorSpec>> {
+    if let Encoding::Quant(q) = encoding {
+        let module = module_of(&spec.name).expect("checked in pass 1");
+        let parts = quant::output_parts(&q, spec.dtype, &spec.shape)
+            .map_err(|e| CodecError::tensor(path, &spec.name, e))?;
+        return Ok(parts
+            .into_iter()
+            .map(|p| TensorSpec::new(format!("{module}.{}", p.suffix), p.dtype, p.shape))
+            .collect());
+    }
     let Some(counts) = counts else {
         return Ok(vec![spec.clone()]);
     };
     let g = geometry(path, spec)?;
     let nnz: usize = counts.iter().sum();
     let lead = spec.shape[..spec.shape.len() - 1].to_vec();
-    let [compressed, bitmask, shape, row_offsets] =
-        output_names(spec, true).try_into().expect("four parts");
+    let [compressed, bitmask, shape, row_offsets] = output_names(path, spec, Encoding::Bitmask)?
+        .try_into()
+        .expect("four parts");
     Ok(vec![
         TensorSpec::new(compressed, spec.dtype, vec![nnz]),
         TensorSpec::new(bitmask, Dtype::U8, mask_shape(spec, &g)),
@@ -205,14 +251,20 @@ fn output_specs(
 }
 
 /// Names of the outputs of one input tensor, in the order of [`output_specs`].
-fn output_names(spec: &TensorSpec, compressed: bool) -> Vec<String> {
-    match module_of(&spec.name).filter(|_| compressed) {
-        None => vec![spec.name.clone()],
-        Some(m) => [COMPRESSED, BITMASK, SHAPE, ROW_OFFSETS]
+fn output_names(path: &Path, spec: &TensorSpec, encoding: Encoding) -> Result<Vec<String>> {
+    let module = module_of(&spec.name);
+    Ok(match (encoding, module) {
+        (Encoding::Keep, _) | (_, None) => vec![spec.name.clone()],
+        (Encoding::Bitmask, Some(m)) => [COMPRESSED, BITMASK, SHAPE, ROW_OFFSETS]
             .iter()
             .map(|p| format!("{m}.{p}"))
             .collect(),
-    }
+        (Encoding::Quant(q), Some(m)) => quant::output_parts(&q, spec.dtype, &spec.shape)
+            .map_err(|e| CodecError::tensor(path, &spec.name, e))?
+            .iter()
+            .map(|p| format!("{m}.{}", p.suffix))
+            .collect(),
+    })
 }
 
 /// Writes tensor `i`'s outputs into `parts` (sized and ordered as [`output_specs`];
@@ -220,6 +272,7 @@ fn output_names(spec: &TensorSpec, compressed: bool) -> Vec<String> {
 fn fill_tensor(
     src: &dyn TensorSource,
     i: usize,
+    encoding: Encoding,
     counts: Option<&[usize]>,
     split: bool,
     parts: &mut [&mut [u8]],
@@ -230,12 +283,18 @@ fn fill_tensor(
         name: spec.name.clone(),
         dtype: spec.dtype,
         shape: spec.shape.clone(),
-        compressed: counts.is_some(),
+        compressed: encoding != Encoding::Keep,
         nonzero: spec.shape.iter().product(),
         bytes_in: bytes.len(),
         bytes_out: bytes.len(),
         two_four: false,
     };
+    if let Encoding::Quant(q) = encoding {
+        quant::encode_into(&q, spec.dtype, &spec.shape, &bytes, split, parts)
+            .map_err(|e| CodecError::tensor(src.path(), &spec.name, e))?;
+        stat.bytes_out = parts.iter().map(|p| p.len()).sum();
+        return Ok(stat);
+    }
     match (counts, parts) {
         (None, [out]) => out.copy_from_slice(&bytes),
         (Some(counts), [values, mask, shape, row_offsets]) => {

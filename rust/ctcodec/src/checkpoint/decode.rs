@@ -10,7 +10,9 @@ use crate::error::{CodecError, Result};
 use super::background::{write_in_background, Batch};
 use super::format::Format;
 use super::plan::{plan, BitmaskParts, DenseItem, Source};
+use super::quant_plan::{QuantParts, Schemes};
 use super::schedule::{for_each_job, for_each_tensor};
+use crate::quant::DecodeInput;
 
 /// The dense bytes of one planned tensor, in a buffer of its own, decoded on all cores.
 pub fn read_dense(file: &SafetensorsFile, item: &DenseItem) -> Result<Vec<u8>> {
@@ -81,7 +83,58 @@ fn dense_into(file: &SafetensorsFile, item: &DenseItem, split: bool, out: &mut [
             Ok(())
         }
         Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
+        Source::Quant(parts) => decode_quant_into(file, parts, split, out),
     }
+}
+
+/// Dequantizes one weight from its stored parts into `out`.
+fn decode_quant_into(
+    file: &SafetensorsFile,
+    parts: &QuantParts,
+    split: bool,
+    out: &mut [u8],
+) -> Result<()> {
+    let weight = file.bytes(&parts.weight)?;
+    let scale = file.bytes(&parts.scale)?;
+    let zero = parts
+        .zero_point
+        .as_ref()
+        .map(|z| file.bytes(z))
+        .transpose()?;
+    let g_idx = parts.g_idx.as_ref().map(|g| file.bytes(g)).transpose()?;
+    if let (Some(info), Some(_)) = (&parts.g_idx, &g_idx) {
+        if info.dtype != crate::dtype::Dtype::I32 {
+            return Err(CodecError::tensor(
+                file.path(),
+                &info.name,
+                format!("must be I32, is {}", info.dtype),
+            ));
+        }
+    }
+    let global = match &parts.global_scale {
+        Some(info) if parts.spec.format == crate::quant::QuantFormat::Nvfp4 => {
+            let b = file.bytes(info)?;
+            Some(f32::from_le_bytes(
+                b[..4].try_into().expect("checked to hold one f32"),
+            ))
+        }
+        _ => None,
+    };
+    let input = DecodeInput {
+        weight: &weight,
+        scale: &scale,
+        scale_dtype: parts.scale.dtype,
+        zero_point: zero
+            .as_deref()
+            .zip(parts.zero_point.as_ref().map(|z| z.dtype)),
+        g_idx: g_idx.as_deref(),
+        global_scale: global,
+    };
+    crate::quant::decode_into(&parts.spec, &parts.dense_shape, &input, split, out)
+        .map_err(|e| CodecError::tensor(file.path(), &parts.module, e))?;
+    drop((weight, scale, zero, g_idx));
+    parts.members().into_iter().for_each(|t| file.release(t));
+    Ok(())
 }
 
 /// Decodes into `out`, which must be zeroed and exactly the dense size.
@@ -150,12 +203,13 @@ pub fn decompress_file(
     src: &Path,
     dst: &Path,
     format: Option<Format>,
+    schemes: &Schemes,
     mode: crate::container::ReadMode,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<usize> {
     let file = SafetensorsFile::open(src, mode)?;
     let format = format.unwrap_or_else(|| Format::detect(file.header()));
-    let items = plan(&file, format)?;
+    let items = plan(&file, format, schemes)?;
     let specs = items
         .iter()
         .map(|i| TensorSpec::new(i.name.clone(), i.dtype, i.shape.clone()))
@@ -202,9 +256,9 @@ pub fn decompress_file(
             // Stored tensors go from the input map straight to the writer.
             let (bytes, stored) = match &item.source {
                 Source::Stored(info) => (file.bytes(info)?, Some(info)),
-                Source::Bitmask(parts) => {
-                    let mut out = crate::buffer::zeroed(parts.geometry.dense_bytes());
-                    decode_bitmask_into(file, parts, split, &mut out)?;
+                _ => {
+                    let mut out = crate::buffer::zeroed(sizes[i]);
+                    dense_into(file, item, split, &mut out)?;
                     (Cow::Owned(out), None)
                 }
             };

@@ -6,11 +6,13 @@ mod compress;
 mod decode;
 mod format;
 mod plan;
+mod quant_plan;
 mod schedule;
 mod source;
 
-pub use compress::{compress_to_file, module_of, TensorStat};
+pub use compress::{compress_to_file, module_of, Encoding, TensorStat};
 pub use decode::{decompress_file, read_dense, read_dense_batch, Slot};
 pub use format::Format;
 pub use plan::{plan, BitmaskParts, DenseItem, Source};
+pub use quant_plan::{QuantParts, Schemes};
 pub use source::{FileSource, MemorySource, TensorSource};

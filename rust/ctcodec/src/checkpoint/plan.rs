@@ -9,6 +9,7 @@ use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
 
 use super::format::Format;
+use super::quant_plan::{member_names, quant_parts, QuantParts, Schemes};
 
 pub const COMPRESSED: &str = "compressed";
 pub const BITMASK: &str = "bitmask";
@@ -28,7 +29,8 @@ pub struct DenseItem {
 #[derive(Clone, Debug)]
 pub enum Source {
     Stored(TensorInfo),
-    Bitmask(BitmaskParts),
+    Bitmask(Box<BitmaskParts>),
+    Quant(Box<QuantParts>),
 }
 
 /// The companion tensors of one bitmask-compressed weight.
@@ -48,11 +50,22 @@ impl BitmaskParts {
     }
 }
 
-/// Lists the dense tensors in `file` for the given format, in the file's order.
-pub fn plan(file: &SafetensorsFile, format: Format) -> Result<Vec<DenseItem>> {
+/// Lists the dense tensors in `file` for the given format, in the file's order;
+/// modules named in `schemes` are dequantized from their stored parts.
+pub fn plan(file: &SafetensorsFile, format: Format, schemes: &Schemes) -> Result<Vec<DenseItem>> {
     let header = file.header();
+    let quant = quant_parts(file, schemes)?;
+    let members = member_names(&quant);
     if format == Format::Dense {
-        return Ok(header.tensors.iter().map(stored).collect());
+        let mut items = Vec::new();
+        for t in &header.tensors {
+            if let Some(q) = quant.get(&t.name) {
+                items.push(quant_item(file, q)?);
+            } else if !members.contains(&t.name) {
+                items.push(stored(t));
+            }
+        }
+        return check_unique(file, items);
     }
     // Group companions by module; a group is compressed when it has `compressed` or `bitmask`.
     let mut groups: BTreeMap<&str, BTreeMap<&str, &TensorInfo>> = BTreeMap::new();
@@ -70,6 +83,13 @@ pub fn plan(file: &SafetensorsFile, format: Format) -> Result<Vec<DenseItem>> {
     let mut items = Vec::new();
     let mut emitted = std::collections::HashSet::new();
     for t in &header.tensors {
+        if let Some(q) = quant.get(&t.name) {
+            items.push(quant_item(file, q)?);
+            continue;
+        }
+        if members.contains(&t.name) {
+            continue;
+        }
         let sparse_group = t
             .name
             .rsplit_once('.')
@@ -84,6 +104,10 @@ pub fn plan(file: &SafetensorsFile, format: Format) -> Result<Vec<DenseItem>> {
             None => items.push(stored(t)),
         }
     }
+    check_unique(file, items)
+}
+
+fn check_unique(file: &SafetensorsFile, items: Vec<DenseItem>) -> Result<Vec<DenseItem>> {
     let mut names = std::collections::HashSet::new();
     if let Some(dup) = items.iter().find(|i| !names.insert(i.name.as_str())) {
         return Err(CodecError::tensor(
@@ -93,6 +117,17 @@ pub fn plan(file: &SafetensorsFile, format: Format) -> Result<Vec<DenseItem>> {
         ));
     }
     Ok(items)
+}
+
+fn quant_item(file: &SafetensorsFile, q: &QuantParts) -> Result<DenseItem> {
+    let dtype = crate::quant::decode::output_dtype(&q.spec, q.scale.dtype)
+        .map_err(|e| CodecError::tensor(file.path(), &q.module, e))?;
+    Ok(DenseItem {
+        name: format!("{}.weight", q.module),
+        dtype,
+        shape: q.dense_shape.clone(),
+        source: Source::Quant(Box::new(q.clone())),
+    })
 }
 
 fn stored(t: &TensorInfo) -> DenseItem {
@@ -183,19 +218,19 @@ fn bitmask_item(
         name: format!("{module}.weight"),
         dtype: compressed.dtype,
         shape: shape.clone(),
-        source: Source::Bitmask(BitmaskParts {
+        source: Source::Bitmask(Box::new(BitmaskParts {
             module: module.to_string(),
             dense_shape: shape.clone(),
             geometry,
             compressed: compressed.clone(),
             bitmask: bitmask.clone(),
             row_offsets: row_offsets.cloned(),
-        }),
+        })),
     })
 }
 
 /// Reads an int64 (or int32) shape vector.
-fn read_shape(file: &SafetensorsFile, info: &TensorInfo) -> Result<Vec<usize>> {
+pub(crate) fn read_shape(file: &SafetensorsFile, info: &TensorInfo) -> Result<Vec<usize>> {
     let path = file.path();
     let width = match info.dtype {
         Dtype::I64 => 8,

@@ -1,0 +1,93 @@
+//! Quantization specs as Python passes them: plain tuples, resolved from config.json
+//! on the Python side.
+
+use std::collections::HashMap;
+
+use ctcodec::checkpoint::Schemes;
+use ctcodec::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
+use ctcodec::CodecError;
+use pyo3::prelude::*;
+
+use crate::errors::to_py;
+
+/// `(format, num_bits, type, symmetric, strategy, group_size, block, global_scale)`.
+pub type SpecTuple = (
+    String,
+    u32,
+    String,
+    bool,
+    String,
+    Option<usize>,
+    Option<(usize, usize)>,
+    Option<f32>,
+);
+
+pub fn parse_spec(t: &SpecTuple) -> Result<QuantSpec, CodecError> {
+    let (format, num_bits, qtype, symmetric, strategy, group_size, block, global_scale) = t;
+    let format = match format.as_str() {
+        "pack-quantized" => QuantFormat::Pack { legacy: false },
+        "pack-quantized-legacy" => QuantFormat::Pack { legacy: true },
+        "naive-quantized" | "int-quantized" | "float-quantized" => QuantFormat::Naive,
+        "nvfp4-pack-quantized" => QuantFormat::Nvfp4,
+        "mxfp4-pack-quantized" => QuantFormat::Mxfp4,
+        other => {
+            return Err(CodecError::Invalid(format!(
+                "unknown quantized format {other:?}"
+            )))
+        }
+    };
+    let qtype = match qtype.as_str() {
+        "int" => QType::Int,
+        "float" => QType::Float,
+        other => {
+            return Err(CodecError::Invalid(format!(
+                "unknown quantization type {other:?}"
+            )))
+        }
+    };
+    let group = || {
+        group_size
+            .ok_or_else(|| CodecError::Invalid(format!("{strategy} strategy needs a group_size")))
+    };
+    let strategy = match strategy.as_str() {
+        "tensor" => Strategy::Tensor,
+        "channel" => Strategy::Channel,
+        "group" => Strategy::Group(group()?),
+        "tensor_group" => Strategy::TensorGroup(group()?),
+        "block" => {
+            let (h, w) = block.ok_or_else(|| {
+                CodecError::Invalid("block strategy needs block_structure".into())
+            })?;
+            Strategy::Block(h, w)
+        }
+        other => {
+            return Err(CodecError::Invalid(format!(
+                "unsupported weight strategy {other:?}"
+            )))
+        }
+    };
+    let spec = QuantSpec {
+        format,
+        args: QuantArgs {
+            num_bits: *num_bits,
+            qtype,
+            symmetric: *symmetric,
+            strategy,
+        },
+        global_scale: *global_scale,
+    };
+    spec.validate().map_err(CodecError::Invalid)?;
+    Ok(spec)
+}
+
+pub fn parse_schemes(schemes: Option<HashMap<String, SpecTuple>>) -> PyResult<Schemes> {
+    schemes
+        .unwrap_or_default()
+        .iter()
+        .map(|(module, t)| {
+            parse_spec(t)
+                .map(|s| (module.clone(), s))
+                .map_err(|e| to_py(CodecError::Invalid(format!("{module}: {e}"))))
+        })
+        .collect()
+}

@@ -1,0 +1,151 @@
+//! Finding the stored parts of each quantized weight in a file, for the modules whose
+//! scheme the caller resolved from config.json.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::container::{SafetensorsFile, TensorInfo};
+use crate::dtype::Dtype;
+use crate::error::{CodecError, Result};
+use crate::quant::decode::output_dtype;
+use crate::quant::{QuantFormat, QuantSpec};
+
+/// Each quantized module's scheme, keyed by module path.
+pub type Schemes = HashMap<String, QuantSpec>;
+
+/// The stored parts of one quantized weight.
+#[derive(Clone, Debug)]
+pub struct QuantParts {
+    pub module: String,
+    pub spec: QuantSpec,
+    pub dense_shape: Vec<usize>,
+    pub weight: TensorInfo,
+    pub scale: TensorInfo,
+    pub zero_point: Option<TensorInfo>,
+    pub g_idx: Option<TensorInfo>,
+    pub global_scale: Option<TensorInfo>,
+    /// Parts read while planning (the shape), or that decoding does not need.
+    pub consumed: Vec<TensorInfo>,
+}
+
+impl QuantParts {
+    /// Every stored tensor this weight is made of.
+    pub fn members(&self) -> Vec<&TensorInfo> {
+        let mut all = vec![&self.weight, &self.scale];
+        all.extend(self.zero_point.iter());
+        all.extend(self.g_idx.iter());
+        all.extend(self.global_scale.iter());
+        all.extend(self.consumed.iter());
+        all
+    }
+}
+
+/// The tensor whose presence marks a module as quantized in this file.
+fn root(format: QuantFormat) -> &'static str {
+    match format {
+        QuantFormat::Naive => "weight",
+        _ => "weight_packed",
+    }
+}
+
+/// The quantized weights of `file` (keyed by the root tensor's name).
+pub fn quant_parts(
+    file: &SafetensorsFile,
+    schemes: &Schemes,
+) -> Result<BTreeMap<String, QuantParts>> {
+    let header = file.header();
+    let by_name: HashMap<&str, &TensorInfo> = header
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let mut found = BTreeMap::new();
+    for (module, spec) in schemes {
+        let root_name = format!("{module}.{}", root(spec.format));
+        let Some(weight) = by_name.get(root_name.as_str()) else {
+            continue;
+        };
+        let part = |p: &str| {
+            by_name
+                .get(format!("{module}.{p}").as_str())
+                .map(|t| (*t).clone())
+        };
+        let err = |reason: String| CodecError::tensor(file.path(), module, reason);
+        let scale = part("weight_scale")
+            .ok_or_else(|| err(format!("{} weight has no weight_scale", spec.format.name())))?;
+        let mut consumed = Vec::new();
+        let dense_shape = match spec.format {
+            QuantFormat::Pack { .. } => {
+                let info = part("weight_shape")
+                    .ok_or_else(|| err("pack-quantized weight has no weight_shape".into()))?;
+                let shape = super::plan::read_shape(file, &info)?;
+                file.release(&info);
+                consumed.push(info);
+                shape
+            }
+            QuantFormat::Naive => weight.shape.clone(),
+            QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => match weight.shape.as_slice() {
+                [rows, half] => vec![*rows, 2 * half],
+                s => return Err(err(format!("fp4 weight_packed must be 2-D, is {s:?}"))),
+            },
+        };
+        let expect_dtype = match spec.format {
+            QuantFormat::Pack { .. } => Some(Dtype::I32),
+            QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => Some(Dtype::U8),
+            QuantFormat::Naive if spec.args.qtype == crate::quant::QType::Float => {
+                Some(Dtype::F8E4M3)
+            }
+            QuantFormat::Naive => Some(Dtype::I8),
+        };
+        if expect_dtype.is_some_and(|d| d != weight.dtype) {
+            return Err(CodecError::tensor(
+                file.path(),
+                &weight.name,
+                format!(
+                    "{} weights must be {}, found {}",
+                    spec.format.name(),
+                    expect_dtype.unwrap(),
+                    weight.dtype
+                ),
+            ));
+        }
+        let global_scale = part("weight_global_scale");
+        if spec.format == QuantFormat::Nvfp4 {
+            match &global_scale {
+                Some(g) if g.dtype == Dtype::F32 && g.numel() == 1 => {}
+                Some(g) => {
+                    return Err(CodecError::tensor(
+                        file.path(),
+                        &g.name,
+                        format!("must be one F32 value, is {} {:?}", g.dtype, g.shape),
+                    ))
+                }
+                None => return Err(err("nvfp4 weight has no weight_global_scale".into())),
+            }
+        }
+        output_dtype(spec, scale.dtype)
+            .map_err(|e| CodecError::tensor(file.path(), &scale.name, e))?;
+        found.insert(
+            weight.name.clone(),
+            QuantParts {
+                module: module.clone(),
+                spec: *spec,
+                dense_shape,
+                weight: (*weight).clone(),
+                scale,
+                zero_point: part("weight_zero_point"),
+                g_idx: part("weight_g_idx"),
+                global_scale,
+                consumed,
+            },
+        );
+    }
+    Ok(found)
+}
+
+/// Names of every stored tensor that belongs to a quantized weight.
+pub fn member_names(parts: &BTreeMap<String, QuantParts>) -> HashSet<String> {
+    parts
+        .values()
+        .flat_map(|p| p.members().into_iter().map(|t| t.name.clone()))
+        .collect()
+}
