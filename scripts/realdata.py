@@ -110,3 +110,14 @@ def scaled_checkpoint(src: Path, dst: Path, copies: int, shard_bytes: int = 512 
     config["num_hidden_layers"] = n_layers * copies
     (dst / "config.json").write_text(json.dumps(config, indent=2))
     return dst
+
+
+def dense_smollm2_folder(cache: Path) -> Path:
+    """A bf16 SmolLM2-135M folder as transformers saves it; built once."""
+    out = cache / "smollm2-135m-bf16"
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
+        return out
+    model, tokenizer = load_smollm2("bfloat16")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

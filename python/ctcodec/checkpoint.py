@@ -73,6 +73,7 @@ def compress_checkpoint(
     scheme: str | None = None,
     group_size: int | None = None,
     recipe: str | os.PathLike | dict | None = None,
+    sparsity: str | float | None = None,
     targets: Sequence[str] | None = None,
     ignore: Sequence[str] | None = None,
     sparsity_structure: str | None = None,
@@ -92,6 +93,10 @@ def compress_checkpoint(
     like embeddings or norms) and by no `ignore` entry (default `["lm_head"]`) are
     compressed; entries are exact module names, `re:` regexes, or `Linear`. config.json
     gets the `quantization_config` compressed-tensors writes. Returns a summary.
+
+    `sparsity` magnitude-prunes those weights first: "2:4" keeps the 2 largest of every
+    4 consecutive elements of a row, a fraction (e.g. 0.5) zeroes that share of each
+    weight's smallest elements. Pruned weights are then quantized, or bitmask-encoded.
     """
     src, dst = Path(src_dir), Path(dst_dir)
     if not src.is_dir():
@@ -102,6 +107,7 @@ def compress_checkpoint(
     targets = list(DEFAULT_TARGETS if targets is None else targets)
     ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
     quantize = scheme is not None or recipe is not None
+    prune = _prune_arg(sparsity)
     if quantize:
         if format not in (None,) and not str(format).endswith("quantized"):
             raise CodecError(f"format {format!r} cannot be combined with a quantization scheme")
@@ -117,10 +123,10 @@ def compress_checkpoint(
     for shard in shards:
         _meta, tensors = _native.read_header(os.fspath(shard))
         if quantize:
-            encodings = plan.encodings(tensors)
+            encodings = {name: (spec, prune) for name, spec in plan.encodings(tensors).items()}
         else:
             encodings = {
-                name: None
+                name: (None, prune)
                 for name, _dtype, shape in tensors
                 if name.endswith(".weight") and is_target(name[: -len(".weight")], shape, targets, ignore)
             }
@@ -128,12 +134,28 @@ def compress_checkpoint(
     stats = _write_shards(lambda j: _native.compress_files(j, progress), jobs)
 
     summary = _summarize(stats)
+    if prune is not None:
+        frac = 0.5 if prune == "2:4" else float(prune)
+        pruned = sum(numel(s["shape"]) for s in summary["stats"] if s["compressed"])
+        total = sum(numel(s["shape"]) for s in summary["stats"] if s["dtype"].startswith(("F", "BF"))) or 1
+        summary["pruned_fraction"] = frac * pruned / total
     _write_index(src, dst, shards)
     config_path = src / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
     if quantize:
         config["quantization_config"] = plan.config()
         summary["skipped"] = plan.skipped
+        if prune is not None:
+            # Stacked sparsity: weights are stored quantized (dense layout), the pruning
+            # is recorded the way compressed-tensors 0.14 recorded it beside quantization.
+            config["quantization_config"]["sparsity_config"] = {
+                "format": "dense",
+                "global_sparsity": summary["pruned_fraction"],
+                "ignore": config["quantization_config"]["ignore"],
+                "registry_requires_subclass": False,
+                "sparsity_structure": "2:4" if prune == "2:4" else "unstructured",
+                "targets": targets,
+            }
     else:
         config["quantization_config"] = {
             "version": FORMAT_VERSION,
@@ -152,6 +174,20 @@ def compress_checkpoint(
     skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
     summary["copied"] = _copy_other_files(src, dst, skip)
     return summary
+
+
+def _prune_arg(sparsity: str | float | None) -> str | None:
+    if sparsity is None:
+        return None
+    if str(sparsity).strip() == "2:4":
+        return "2:4"
+    try:
+        frac = float(sparsity)
+    except ValueError:
+        raise CodecError(f"sparsity must be '2:4' or a fraction, not {sparsity!r}") from None
+    if not 0.0 <= frac <= 1.0:
+        raise CodecError(f"sparsity {frac} is not a fraction in [0, 1]")
+    return repr(frac)
 
 
 def _summarize(stats: list[list[dict]]) -> dict:

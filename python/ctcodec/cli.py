@@ -21,6 +21,10 @@ def _cmd_compress(args) -> int:
         args.model_dir,
         args.out_dir,
         format=args.format,
+        scheme=args.scheme,
+        group_size=args.group_size,
+        recipe=args.recipe,
+        sparsity=args.sparsity,
         targets=args.targets,
         ignore=args.ignore,
         sparsity_structure=args.sparsity_structure,
@@ -31,10 +35,12 @@ def _cmd_compress(args) -> int:
     print(
         f"compressed {summary['compressed_tensors']} of {summary['tensors']} tensors: "
         f"{_mib(summary['bytes_in'])} -> {_mib(summary['bytes_out'])} "
-        f"(ratio {summary['bytes_in'] / max(summary['bytes_out'], 1):.2f}x, "
-        f"global sparsity {summary['global_sparsity']:.1%}) in {dt:.2f} s "
-        f"({summary['bytes_in'] / 2**20 / max(dt, 1e-9):,.0f} MiB/s)"
+        f"(ratio {summary['bytes_in'] / max(summary['bytes_out'], 1):.2f}x"
+        + ("" if args.scheme or args.recipe else f", global sparsity {summary['global_sparsity']:.1%}")
+        + f") in {dt:.2f} s ({summary['bytes_in'] / 2**20 / max(dt, 1e-9):,.0f} MiB/s)"
     )
+    for s in summary.get("skipped", []):
+        print(f"left dense: {s['module']}: {s['reason']}")
     return 0
 
 
@@ -49,15 +55,19 @@ def _cmd_inspect(args) -> int:
     report = inspect_checkpoint(args.path)
     print(f"format: {report['format']}")
     if not args.summary:
-        print(f"{'tensor':60} {'dtype':6} {'shape':>18} {'sparsity':>9} {'stored':>12}")
+        print(f"{'tensor':60} {'dtype':6} {'shape':>18} {'sparsity':>9} {'bits/param':>10} {'stored':>12}")
         for r in report["tensors"]:
             sp = "" if r["sparsity"] is None else f"{r['sparsity']:.1%}"
             shape = "x".join(map(str, r["shape"])) or "scalar"
-            print(f"{r['name'][:60]:60} {r['dtype']:6} {shape:>18} {sp:>9} {_mib(r['stored_bytes']):>12}")
+            print(f"{r['name'][:60]:60} {r['dtype']:6} {shape:>18} {sp:>9} {r['bits_per_param']:>10.3f} "
+                  f"{_mib(r['stored_bytes']):>12}")
     print(
         f"dense {_mib(report['dense_bytes'])}, stored {_mib(report['stored_bytes'])}, "
         f"ratio {report['ratio']:.2f}x, sparsity of compressed weights {report['compressed_sparsity']:.1%}"
     )
+    if report["bits_per_param"] is not None:
+        print(f"bits/param: {report['bits_per_param']:.3f} over compressed weights, "
+              f"{report['bits_per_param_all_weights']:.3f} over all weight matrices")
     return 0
 
 
@@ -68,7 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress a model folder")
     c.add_argument("model_dir")
     c.add_argument("out_dir")
-    c.add_argument("--format", default="sparse-bitmask", help="output format (sparse-bitmask)")
+    c.add_argument("--format", default=None,
+                   help="output format: sparse-bitmask (default without --scheme), or force a quantized one")
+    c.add_argument("--scheme", default=None,
+                   help="quantize with a compressed-tensors preset: W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, "
+                        "FP8_BLOCK, NVFP4A16, W2A16..W8A16, ...")
+    c.add_argument("--group-size", type=int, default=None, help="group size for group schemes (-1: per channel)")
+    c.add_argument("--recipe", default=None, help="JSON file with config_groups (per-layer schemes) and ignore")
+    c.add_argument("--sparsity", default=None, help="magnitude-prune first: 2:4 or a fraction such as 0.5")
     c.add_argument("--targets", nargs="+", default=None, help="module names, re:regex, or Linear (default Linear)")
     c.add_argument("--ignore", nargs="*", default=None, help="modules to leave dense (default lm_head)")
     c.add_argument(

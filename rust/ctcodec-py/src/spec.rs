@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use ctcodec::checkpoint::Schemes;
+use ctcodec::prune::Prune;
 use ctcodec::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
 use ctcodec::CodecError;
 use pyo3::prelude::*;
@@ -78,6 +79,19 @@ pub fn parse_spec(t: &SpecTuple) -> Result<QuantSpec, CodecError> {
     };
     spec.validate().map_err(CodecError::Invalid)?;
     Ok(spec)
+}
+
+/// "2:4", or the fraction of elements to zero.
+pub fn parse_prune(s: &str) -> Result<Prune, CodecError> {
+    if s.trim() == "2:4" {
+        return Ok(Prune::TwoFour);
+    }
+    match s.trim().parse::<f32>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(Prune::Unstructured(f)),
+        _ => Err(CodecError::Invalid(format!(
+            "sparsity {s:?} is neither \"2:4\" nor a fraction in [0, 1]"
+        ))),
+    }
 }
 
 pub fn parse_schemes(schemes: Option<HashMap<String, SpecTuple>>) -> PyResult<Schemes> {

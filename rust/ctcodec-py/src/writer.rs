@@ -15,7 +15,7 @@ use pyo3::types::PyDict;
 use crate::errors::{run_detached, to_py};
 use crate::progress::bar;
 use crate::reader::{parse_format, read_mode};
-use crate::spec::{parse_schemes, parse_spec, SpecTuple};
+use crate::spec::{parse_prune, parse_schemes, parse_spec, SpecTuple};
 
 fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -30,13 +30,18 @@ fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
-/// Compresses each (src, dst, {name: spec or None}) job: a None spec bitmask-encodes the
-/// tensor, a spec tuple quantizes it; one progress bar over all input bytes.
+/// Compresses each (src, dst, {name: (spec or None, prune or None)}) job: a None spec
+/// bitmask-encodes the tensor, a spec tuple quantizes it, after magnitude pruning when
+/// `prune` is "2:4" or a fraction; one progress bar over all input bytes.
 #[pyfunction]
 #[pyo3(signature = (jobs, progress=false, mode="auto"))]
 pub fn compress_files<'py>(
     py: Python<'py>,
-    jobs: Vec<(PathBuf, PathBuf, HashMap<String, Option<SpecTuple>>)>,
+    jobs: Vec<(
+        PathBuf,
+        PathBuf,
+        HashMap<String, (Option<SpecTuple>, Option<String>)>,
+    )>,
     progress: bool,
     mode: &str,
 ) -> PyResult<Vec<Vec<Bound<'py, PyDict>>>> {
@@ -47,13 +52,17 @@ pub fn compress_files<'py>(
             .map(|(src, dst, names)| {
                 let encodings = names
                     .into_iter()
-                    .map(|(name, spec)| {
+                    .map(|(name, (spec, prune))| {
+                        let in_tensor =
+                            |e: CodecError| CodecError::tensor(&src, &name, e.to_string());
+                        let prune = prune
+                            .as_deref()
+                            .map(parse_prune)
+                            .transpose()
+                            .map_err(in_tensor)?;
                         let enc = match spec {
-                            None => Encoding::Bitmask,
-                            Some(t) => Encoding::Quant(
-                                parse_spec(&t)
-                                    .map_err(|e| CodecError::tensor(&src, &name, e.to_string()))?,
-                            ),
+                            None => Encoding::Bitmask(prune),
+                            Some(t) => Encoding::Quant(parse_spec(&t).map_err(in_tensor)?, prune),
                         };
                         Ok((name, enc))
                     })
@@ -163,8 +172,9 @@ pub fn write_tensors<'py>(
         encodings.push(match (sel, spec) {
             (_, Some(t)) => Encoding::Quant(
                 parse_spec(t).map_err(|e| to_py(CodecError::tensor(&path, name, e.to_string())))?,
+                None,
             ),
-            (true, None) => Encoding::Bitmask,
+            (true, None) => Encoding::Bitmask(None),
             (false, None) => Encoding::Keep,
         });
     }

@@ -13,17 +13,20 @@ fn main() {
         let src = FileSource::new(SafetensorsFile::open(args[1].as_ref(), ReadMode::Auto).unwrap());
         // A third argument `w4a16` quantizes (group 128) instead of bitmask-compressing.
         let encoding = match args.get(3).map(String::as_str) {
-            Some("w4a16") => Encoding::Quant(QuantSpec {
-                format: QuantFormat::Pack { legacy: false },
-                args: QuantArgs {
-                    num_bits: 4,
-                    qtype: QType::Int,
-                    symmetric: true,
-                    strategy: Strategy::Group(128),
+            Some("w4a16") => Encoding::Quant(
+                QuantSpec {
+                    format: QuantFormat::Pack { legacy: false },
+                    args: QuantArgs {
+                        num_bits: 4,
+                        qtype: QType::Int,
+                        symmetric: true,
+                        strategy: Strategy::Group(128),
+                    },
+                    global_scale: None,
                 },
-                global_scale: None,
-            }),
-            _ => Encoding::Bitmask,
+                None,
+            ),
+            _ => Encoding::Bitmask(None),
         };
         let select: Vec<Encoding> = src
             .specs()

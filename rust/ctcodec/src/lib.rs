@@ -13,6 +13,7 @@ pub mod container;
 pub mod dtype;
 pub mod error;
 pub mod parallel;
+pub mod prune;
 pub mod quant;
 
 pub use dtype::Dtype;

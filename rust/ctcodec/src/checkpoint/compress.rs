@@ -10,6 +10,7 @@ use crate::bitmask::{self, Geometry};
 use crate::container::{byte_len, AtomicWriter, Layout, TensorSpec};
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
+use crate::prune::{prune, Prune};
 use crate::quant::{self, QuantSpec};
 
 use super::background::{write_in_background, Batch};
@@ -23,10 +24,36 @@ use super::source::TensorSource;
 pub enum Encoding {
     /// Copy it unchanged.
     Keep,
-    /// sparse-bitmask.
-    Bitmask,
-    /// Quantize it (`<module>.weight` becomes the format's parts).
-    Quant(QuantSpec),
+    /// sparse-bitmask, after optional magnitude pruning.
+    Bitmask(Option<Prune>),
+    /// Quantize it (`<module>.weight` becomes the format's parts), after optional pruning.
+    Quant(QuantSpec, Option<Prune>),
+}
+
+impl Encoding {
+    fn prune(self) -> Option<Prune> {
+        match self {
+            Encoding::Keep => None,
+            Encoding::Bitmask(p) | Encoding::Quant(_, p) => p,
+        }
+    }
+}
+
+/// The tensor's bytes as they are to be encoded: pruned first when asked.
+fn input_bytes<'a>(
+    src: &'a dyn TensorSource,
+    i: usize,
+    encoding: Encoding,
+) -> Result<Cow<'a, [u8]>> {
+    let bytes = src.bytes(i)?;
+    let Some(how) = encoding.prune() else {
+        return Ok(bytes);
+    };
+    let spec = &src.specs()[i];
+    let cols = spec.shape.last().copied().unwrap_or(1);
+    let pruned = prune(&bytes, spec.dtype, cols, how)
+        .map_err(|e| CodecError::tensor(src.path(), &spec.name, e))?;
+    Ok(Cow::Owned(pruned))
 }
 
 /// What happened to one input tensor.
@@ -169,6 +196,12 @@ fn count_tensor(
     let path = src.path();
     let bytes = src.bytes(i)?;
     let expected = byte_len(spec.dtype, &spec.shape);
+    let bytes = if expected == Some(bytes.len()) && matches!(encoding, Encoding::Bitmask(Some(_))) {
+        drop(bytes);
+        input_bytes(src, i, encoding)?
+    } else {
+        bytes
+    };
     if expected != Some(bytes.len()) {
         return Err(CodecError::tensor(
             path,
@@ -188,8 +221,8 @@ fn count_tensor(
             "only `<module>.weight` tensors can be compressed",
         ));
     }
-    if encoding != Encoding::Bitmask {
-        if let Encoding::Quant(q) = encoding {
+    if !matches!(encoding, Encoding::Bitmask(_)) {
+        if let Encoding::Quant(q, _) = encoding {
             quant::output_parts(&q, spec.dtype, &spec.shape)
                 .map_err(|e| CodecError::tensor(path, &spec.name, e))?;
         }
@@ -224,7 +257,7 @@ fn output_specs(
     encoding: Encoding,
     counts: Option<&[usize]>,
 ) -> Result<Vec<TensorSpec>> {
-    if let Encoding::Quant(q) = encoding {
+    if let Encoding::Quant(q, _) = encoding {
         let module = module_of(&spec.name).expect("checked in pass 1");
         let parts = quant::output_parts(&q, spec.dtype, &spec.shape)
             .map_err(|e| CodecError::tensor(path, &spec.name, e))?;
@@ -239,9 +272,10 @@ fn output_specs(
     let g = geometry(path, spec)?;
     let nnz: usize = counts.iter().sum();
     let lead = spec.shape[..spec.shape.len() - 1].to_vec();
-    let [compressed, bitmask, shape, row_offsets] = output_names(path, spec, Encoding::Bitmask)?
-        .try_into()
-        .expect("four parts");
+    let [compressed, bitmask, shape, row_offsets] =
+        output_names(path, spec, Encoding::Bitmask(None))?
+            .try_into()
+            .expect("four parts");
     Ok(vec![
         TensorSpec::new(compressed, spec.dtype, vec![nnz]),
         TensorSpec::new(bitmask, Dtype::U8, mask_shape(spec, &g)),
@@ -255,11 +289,11 @@ fn output_names(path: &Path, spec: &TensorSpec, encoding: Encoding) -> Result<Ve
     let module = module_of(&spec.name);
     Ok(match (encoding, module) {
         (Encoding::Keep, _) | (_, None) => vec![spec.name.clone()],
-        (Encoding::Bitmask, Some(m)) => [COMPRESSED, BITMASK, SHAPE, ROW_OFFSETS]
+        (Encoding::Bitmask(_), Some(m)) => [COMPRESSED, BITMASK, SHAPE, ROW_OFFSETS]
             .iter()
             .map(|p| format!("{m}.{p}"))
             .collect(),
-        (Encoding::Quant(q), Some(m)) => quant::output_parts(&q, spec.dtype, &spec.shape)
+        (Encoding::Quant(q, _), Some(m)) => quant::output_parts(&q, spec.dtype, &spec.shape)
             .map_err(|e| CodecError::tensor(path, &spec.name, e))?
             .iter()
             .map(|p| format!("{m}.{}", p.suffix))
@@ -278,7 +312,7 @@ fn fill_tensor(
     parts: &mut [&mut [u8]],
 ) -> Result<TensorStat> {
     let spec = &src.specs()[i];
-    let bytes = src.bytes(i)?;
+    let bytes = input_bytes(src, i, encoding)?;
     let mut stat = TensorStat {
         name: spec.name.clone(),
         dtype: spec.dtype,
@@ -289,7 +323,7 @@ fn fill_tensor(
         bytes_out: bytes.len(),
         two_four: false,
     };
-    if let Encoding::Quant(q) = encoding {
+    if let Encoding::Quant(q, _) = encoding {
         quant::encode_into(&q, spec.dtype, &spec.shape, &bytes, split, parts)
             .map_err(|e| CodecError::tensor(src.path(), &spec.name, e))?;
         stat.bytes_out = parts.iter().map(|p| p.len()).sum();
