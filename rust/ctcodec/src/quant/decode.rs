@@ -5,8 +5,10 @@
 use crate::dtype::Dtype;
 
 use super::args::{QType, Strategy};
+use super::encode::with_dt;
 use super::encode::{view, View};
 use super::floats::{self, e2m1_value, e4m3_to_f32, e8m0_to_f32, Compute};
+use super::kernels::{dequantize_nibbles, dequantize_run, has_avx2, Bf16, Codes, Dt, F16, F32};
 use super::pack::{packed_words, unpack_codes, unpack_nibbles};
 use super::rows::each_row_chunk;
 use super::{QuantFormat, QuantSpec};
@@ -189,61 +191,145 @@ pub fn decode_into(
             .collect()
     });
     let a = spec.args;
-    let in_row = input.weight.len() / v.rows.max(1);
-    let out_row = v.cols * out_dtype.bits() / 8;
     let offset = match spec.format {
         QuantFormat::Pack { .. } => (1i32 << (a.num_bits - 1)) as f32,
         _ => 0.0,
     };
+    // What each stored code means before the zero point and scale apply.
+    let mut table = [0f32; 256];
+    for (c, t) in table.iter_mut().enumerate() {
+        *t = match (spec.format, a.qtype) {
+            (QuantFormat::Nvfp4 | QuantFormat::Mxfp4, _) => e2m1_value(c as u8 & 15),
+            (_, QType::Float) => e4m3_to_f32(c as u8),
+            (QuantFormat::Pack { .. }, QType::Int) => c as f32 - offset,
+            (_, QType::Int) => c as u8 as i8 as f32,
+        };
+    }
     let run = if g_idx.is_some() {
         1
     } else {
         a.run_len(v.cols)
     };
-    each_row_chunk(split, out, out_row, |r0, chunk| {
-        let mut codes = vec![0u8; v.cols];
-        let mut values = vec![0f32; v.cols];
-        for (i, dst) in chunk.chunks_exact_mut(out_row).enumerate() {
-            let r = r0 + i;
-            let src = &input.weight[r * in_row..(r + 1) * in_row];
-            match spec.format {
-                QuantFormat::Pack { legacy } => unpack_codes(src, a.num_bits, legacy, &mut codes),
-                QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => unpack_nibbles(src, &mut codes),
-                QuantFormat::Naive => codes.copy_from_slice(src),
-            }
-            for (k, (vals, cs)) in values.chunks_mut(run).zip(codes.chunks(run)).enumerate() {
-                let c0 = k * run;
-                let cell = match &g_idx {
-                    Some(g) => r * v.grid_cols + g[c0],
-                    None => a.cell(r, c0, v.grid_cols),
-                };
-                let s = scales[cell];
-                let z = zeros[cell];
-                match (spec.format, a.qtype) {
-                    (QuantFormat::Nvfp4 | QuantFormat::Mxfp4, _) => {
-                        for (o, &c) in vals.iter_mut().zip(cs) {
-                            *o = e2m1_value(c) * s;
-                        }
-                    }
-                    (_, QType::Float) => {
-                        for (o, &c) in vals.iter_mut().zip(cs) {
-                            *o = compute.round(e4m3_to_f32(c)) * s;
-                        }
-                    }
-                    (_, QType::Int) => {
-                        for (o, &c) in vals.iter_mut().zip(cs) {
-                            let q = if offset > 0.0 {
-                                c as f32 - offset
-                            } else {
-                                c as i8 as f32
-                            };
-                            *o = compute.round(q - z) * s;
-                        }
-                    }
-                }
-            }
-            floats::store_row(compute, &values, dst);
+    let kind = match (spec.format, a.qtype) {
+        (QuantFormat::Nvfp4 | QuantFormat::Mxfp4, _) | (_, QType::Float) => Codes::Table,
+        (QuantFormat::Pack { .. }, QType::Int) => Codes::Offset(offset),
+        (_, QType::Int) => Codes::Signed,
+    };
+    // A 16-entry table of outputs per run pays off for long runs of 4-bit codes.
+    let nibbles = g_idx.is_none()
+        && run % 2 == 0
+        && run >= 64
+        && match spec.format {
+            QuantFormat::Pack { .. } => a.num_bits == 4,
+            QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => true,
+            QuantFormat::Naive => false,
+        };
+    let d = Dec {
+        spec,
+        v,
+        weight: input.weight,
+        in_row: input.weight.len() / v.rows.max(1),
+        out_row: v.cols * out_dtype.bits() / 8,
+        run,
+        nibbles,
+        kind,
+        table,
+        scales: &scales,
+        zeros: &zeros,
+        g_idx: g_idx.as_deref(),
+    };
+    let avx2 = has_avx2();
+    with_dt!(compute, D => each_row_chunk(split, out, d.out_row, |r0, chunk| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            unsafe { decode_chunk_avx2::<D>(&d, r0, chunk) };
+            return;
         }
-    });
+        let _ = avx2;
+        decode_chunk::<D>(&d, r0, chunk);
+    }));
     Ok(())
+}
+
+/// What every row of one weight's decoding shares.
+struct Dec<'a> {
+    spec: &'a QuantSpec,
+    v: View,
+    weight: &'a [u8],
+    in_row: usize,
+    out_row: usize,
+    run: usize,
+    /// 4-bit codes two per byte, decoded through a per-run table of 16 outputs.
+    nibbles: bool,
+    kind: Codes,
+    table: [f32; 256],
+    scales: &'a [f32],
+    zeros: &'a [f32],
+    g_idx: Option<&'a [usize]>,
+}
+
+#[inline(always)]
+fn decode_chunk<D: Dt>(d: &Dec, r0: usize, out: &mut [u8]) {
+    let a = &d.spec.args;
+    let gc = d.v.grid_cols;
+    let mut codes = vec![0u8; d.v.cols];
+    let mut vals = vec![0f32; d.run];
+    let mut lut = [[0u8; 4]; 16];
+    for (i, dst) in out.chunks_exact_mut(d.out_row).enumerate() {
+        let r = r0 + i;
+        let src = &d.weight[r * d.in_row..(r + 1) * d.in_row];
+        let cell_of = |c0: usize| match d.g_idx {
+            Some(g) => r * gc + g[c0],
+            None => a.cell(r, c0, gc),
+        };
+        if d.nibbles {
+            for (k, (bytes, o)) in src
+                .chunks(d.run / 2)
+                .zip(dst.chunks_mut(d.run * D::BYTES))
+                .enumerate()
+            {
+                let cell = cell_of(k * d.run);
+                let (s, z) = (d.scales[cell], d.zeros[cell]);
+                for (c, entry) in lut.iter_mut().enumerate() {
+                    D::store((d.table[c] - z) * s, entry);
+                }
+                dequantize_nibbles::<D>(bytes, &lut, o);
+            }
+            continue;
+        }
+        let codes: &[u8] = match d.spec.format {
+            QuantFormat::Pack { legacy } if a.num_bits != 8 => {
+                unpack_codes(src, a.num_bits, legacy, &mut codes);
+                &codes
+            }
+            QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => {
+                unpack_nibbles(src, &mut codes);
+                &codes
+            }
+            _ => &src[..d.v.cols],
+        };
+        for (k, (cs, o)) in codes
+            .chunks(d.run)
+            .zip(dst.chunks_mut(d.run * D::BYTES))
+            .enumerate()
+        {
+            let cell = cell_of(k * d.run);
+            dequantize_run::<D>(
+                cs,
+                d.kind,
+                &d.table,
+                d.zeros[cell],
+                d.scales[cell],
+                &mut vals,
+                o,
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn decode_chunk_avx2<D: Dt>(d: &Dec, r0: usize, out: &mut [u8]) {
+    decode_chunk::<D>(d, r0, out)
 }

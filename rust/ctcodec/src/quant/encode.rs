@@ -4,10 +4,11 @@
 use crate::dtype::Dtype;
 
 use super::args::{QType, Strategy};
-use super::floats::{self, bf16_round, e2m1_code, e4m3_from_f32, Compute};
+use super::floats::{self, e2m1_code, e4m3_from_f32, Compute};
+use super::kernels::{has_avx2, load_row, min_max, quantize_fp8, quantize_int, Bf16, Dt, F16, F32};
 use super::pack::{pack_codes, pack_nibbles, packed_row_bytes, packed_words};
-use super::params::{calculate_qparams, global_scale, MinMax, QParams, ScaleKind};
-use super::rows::{each_row_chunk, map_rows};
+use super::params::{calculate_qparams, global_scale, qparams_into, MinMax, QParams, ScaleKind};
+use super::rows::map_rows;
 use super::{QuantFormat, QuantSpec};
 
 /// One on-disk tensor of a quantized weight: `<module>.<suffix>`.
@@ -144,89 +145,251 @@ pub fn output_parts(spec: &QuantSpec, dtype: Dtype, shape: &[usize]) -> Result<V
 
 /// The largest |x| of a weight (NaN if any element is NaN).
 pub fn abs_max(input: &[u8], compute: Compute, cols: usize, split: bool) -> f32 {
-    let rows = input.len() / (cols.max(1) * compute.dtype().bits() / 8).max(1);
-    let row_bytes = cols * compute.dtype().bits() / 8;
-    map_rows(split, rows, |r| {
-        let mut xs = vec![0f32; cols];
-        floats::load_row(compute, &input[r * row_bytes..(r + 1) * row_bytes], &mut xs);
-        xs.iter().fold(0f32, |m, &x| {
-            if x.is_nan() || m.is_nan() {
-                f32::NAN
-            } else {
-                m.max(x.abs())
-            }
-        })
-    })
-    .into_iter()
-    .fold(0f32, |m, x| {
-        if x.is_nan() || m.is_nan() {
-            f32::NAN
-        } else {
-            m.max(x)
-        }
-    })
+    with_dt!(compute, D => abs_max_typed::<D>(input, cols, split))
 }
 
-/// Scales and zero points for every cell: row by row for per-row strategies, from
-/// whole-tensor statistics otherwise.
-fn qparams(
-    spec: &QuantSpec,
-    compute: Compute,
-    input: &[u8],
-    v: &View,
-    split: bool,
-    global: Option<f32>,
-) -> QParams {
-    let a = &spec.args;
-    let kind = if spec.format == QuantFormat::Nvfp4 {
-        ScaleKind::Fp8
+fn abs_max_typed<D: Dt>(input: &[u8], cols: usize, split: bool) -> f32 {
+    let row_bytes = cols * D::BYTES;
+    let rows = input.len() / row_bytes.max(1);
+    let per_row = map_rows(split, rows, |r| {
+        let mut xs = vec![0f32; cols];
+        load_row::<D>(&input[r * row_bytes..(r + 1) * row_bytes], &mut xs);
+        let (lo, hi) = min_max(&xs);
+        nan_max(lo.abs(), hi.abs())
+    });
+    per_row.into_iter().fold(0f32, nan_max)
+}
+
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
     } else {
-        ScaleKind::Weight
-    };
-    let row_bytes = v.cols * compute.dtype().bits() / 8;
-    let run = a.run_len(v.cols);
-    let per_row = matches!(
-        a.strategy,
-        Strategy::Channel | Strategy::Group(_) | Strategy::TensorGroup(_)
-    );
-    if per_row {
-        let rows: Vec<QParams> = map_rows(split, v.rows, |r| {
-            let mut xs = vec![0f32; v.cols];
-            floats::load_row(compute, &input[r * row_bytes..(r + 1) * row_bytes], &mut xs);
-            let cells = v.grid_cols;
-            let mut mm = MinMax::new(cells);
-            for (g, chunk) in xs.chunks(run).enumerate() {
-                mm.add_run(g, chunk);
-            }
-            calculate_qparams(&mm, a, compute, global, kind)
-        });
-        let mut all = QParams {
-            scales: Vec::with_capacity(v.rows * v.grid_cols),
-            zeros: Vec::new(),
-        };
-        for p in rows {
-            all.scales.extend(p.scales);
-            all.zeros.extend(p.zeros);
-        }
-        return all;
+        a.max(b)
     }
-    let cells = v.grid_rows * v.grid_cols;
-    let partial: Vec<MinMax> = map_rows(split, v.rows, |r| {
+}
+
+/// Dispatches on the weight dtype to a monomorphized (vectorizable) copy of the code.
+macro_rules! with_dt {
+    ($compute:expr, $d:ident => $body:expr) => {
+        match $compute {
+            Compute::BF16 => {
+                type $d = Bf16;
+                $body
+            }
+            Compute::F16 => {
+                type $d = F16;
+                $body
+            }
+            Compute::F32 => {
+                type $d = F32;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_dt;
+
+/// Scales and zero points of strategies whose cells span rows (tensor, block), from
+/// whole-tensor statistics.
+fn spanning_qparams<D: Dt>(e: &Enc, split: bool) -> QParams {
+    let a = &e.spec.args;
+    let v = &e.v;
+    let (band, cells) = match a.strategy {
+        Strategy::Block(h, _) => (h, v.grid_cols),
+        _ => (v.rows.max(1).div_ceil(64).max(1), 1),
+    };
+    let bands = v.rows.div_ceil(band);
+    let stats: Vec<MinMax> = map_rows(split, bands, |b| {
         let mut xs = vec![0f32; v.cols];
-        floats::load_row(compute, &input[r * row_bytes..(r + 1) * row_bytes], &mut xs);
         let mut mm = MinMax::new(cells);
-        for (k, chunk) in xs.chunks(run).enumerate() {
-            mm.add_run(a.cell(r, k * run, v.grid_cols), chunk);
+        for r in b * band..((b + 1) * band).min(v.rows) {
+            load_row::<D>(&e.input[r * e.row_in..(r + 1) * e.row_in], &mut xs);
+            for (k, chunk) in xs.chunks(e.run).enumerate() {
+                let (lo, hi) = min_max(chunk);
+                let cell = if cells == 1 { 0 } else { k };
+                mm.add(cell, lo);
+                mm.add(cell, hi);
+            }
         }
         mm
     });
-    let mut total = MinMax::new(cells);
-    partial.iter().for_each(|m| total.merge(m));
-    calculate_qparams(&total, a, compute, global, kind)
+    let total = match a.strategy {
+        Strategy::Block(..) => MinMax {
+            min: stats.iter().flat_map(|m| m.min.iter().copied()).collect(),
+            max: stats.iter().flat_map(|m| m.max.iter().copied()).collect(),
+        },
+        _ => {
+            let mut t = MinMax::new(1);
+            stats.iter().for_each(|m| t.merge(m));
+            t
+        }
+    };
+    calculate_qparams(&total, a, e.compute, e.global, e.kind)
+}
+
+/// What every row of one weight's encoding shares.
+struct Enc<'a> {
+    spec: &'a QuantSpec,
+    v: View,
+    input: &'a [u8],
+    row_in: usize,
+    out_row: usize,
+    run: usize,
+    q_min: f32,
+    q_max: f32,
+    offset: f32,
+    global: Option<f32>,
+    compute: Compute,
+    kind: ScaleKind,
+}
+
+/// Encodes the rows from `r0` into `out`; per-row strategies also fill `scales` and
+/// `zeros` for those rows, others read the whole-tensor `fixed` parameters.
+#[inline(always)]
+fn encode_chunk<D: Dt>(
+    e: &Enc,
+    r0: usize,
+    out: &mut [u8],
+    scales: &mut [f32],
+    zeros: &mut [f32],
+    fixed: Option<&QParams>,
+) {
+    let a = &e.spec.args;
+    let gc = e.v.grid_cols;
+    let mut xs = vec![0f32; e.v.cols];
+    let mut codes = vec![0u8; e.v.cols];
+    let mut mm = MinMax::new(gc);
+    for (i, orow) in out.chunks_exact_mut(e.out_row).enumerate() {
+        let r = r0 + i;
+        load_row::<D>(&e.input[r * e.row_in..(r + 1) * e.row_in], &mut xs);
+        if fixed.is_none() {
+            for (g, chunk) in xs.chunks(e.run).enumerate() {
+                let (lo, hi) = min_max(chunk);
+                mm.min[g] = lo;
+                mm.max[g] = hi;
+            }
+            let cells = i * gc..(i + 1) * gc;
+            qparams_into(
+                &mm.min,
+                &mm.max,
+                a,
+                e.compute,
+                e.global,
+                e.kind,
+                &mut scales[cells.clone()],
+                &mut zeros[cells],
+            );
+        }
+        for (k, (x, c)) in xs.chunks(e.run).zip(codes.chunks_mut(e.run)).enumerate() {
+            let (s, z) = match fixed {
+                Some(qp) => {
+                    let cell = a.cell(r, k * e.run, gc);
+                    (qp.scales[cell], qp.zeros[cell])
+                }
+                None => (scales[i * gc + k], zeros[i * gc + k]),
+            };
+            match (e.spec.format, a.qtype) {
+                (QuantFormat::Nvfp4, _) => {
+                    let s = s / e.global.expect("nvfp4 has a global scale");
+                    for (o, &x) in c.iter_mut().zip(x) {
+                        *o = e2m1_code((x / s).clamp(e.q_min, e.q_max));
+                    }
+                }
+                (_, QType::Float) => quantize_fp8::<D>(x, s, z, c),
+                (_, QType::Int) => {
+                    quantize_int::<D>(x, s, z, a.symmetric, e.q_min, e.q_max, e.offset, c)
+                }
+            }
+        }
+        match e.spec.format {
+            QuantFormat::Pack { legacy } => pack_codes(&codes, a.num_bits, legacy, orow),
+            QuantFormat::Nvfp4 => pack_nibbles(&codes, orow),
+            _ => orow.copy_from_slice(&codes),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn encode_chunk_avx2<D: Dt>(
+    e: &Enc,
+    r0: usize,
+    out: &mut [u8],
+    scales: &mut [f32],
+    zeros: &mut [f32],
+    fixed: Option<&QParams>,
+) {
+    encode_chunk::<D>(e, r0, out, scales, zeros, fixed)
+}
+
+/// Runs [`encode_chunk`] over chunks of rows, in parallel when `split`; returns every
+/// cell's parameters.
+fn encode_rows<D: Dt>(e: &Enc, out: &mut [u8], split: bool) -> QParams {
+    let per_row = matches!(
+        e.spec.args.strategy,
+        Strategy::Channel | Strategy::Group(_) | Strategy::TensorGroup(_)
+    );
+    let fixed = (!per_row).then(|| spanning_qparams::<D>(e, split));
+    let gc = e.v.grid_cols;
+    let cells = if per_row { e.v.rows * gc } else { 0 };
+    let mut scales = vec![0f32; cells];
+    let mut zeros = vec![0f32; cells];
+    let rows_per_chunk = (256 * 1024 / e.out_row.max(1)).max(1);
+    let cell_chunk = (rows_per_chunk * gc).max(1);
+    let avx2 = has_avx2();
+    let job = |(n, ((o, s), z)): (usize, ((&mut [u8], &mut [f32]), &mut [f32]))| {
+        let r0 = n * rows_per_chunk;
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU supports AVX2 (checked at run time just above).
+            unsafe { encode_chunk_avx2::<D>(e, r0, o, s, z, fixed.as_ref()) };
+            return;
+        }
+        let _ = avx2;
+        encode_chunk::<D>(e, r0, o, s, z, fixed.as_ref());
+    };
+    let chunk_bytes = rows_per_chunk * e.out_row;
+    // Empty scale slices pair with every row chunk when the parameters are fixed.
+    let mut empty_s: Vec<&mut [f32]> = Vec::new();
+    let mut empty_z: Vec<&mut [f32]> = Vec::new();
+    let n_chunks = out.len().div_ceil(chunk_bytes.max(1));
+    if !per_row {
+        empty_s = (0..n_chunks).map(|_| <&mut [f32]>::default()).collect();
+        empty_z = (0..n_chunks).map(|_| <&mut [f32]>::default()).collect();
+    }
+    if split && crate::parallel::enabled() {
+        use rayon::prelude::*;
+        if per_row {
+            out.par_chunks_mut(chunk_bytes)
+                .zip(scales.par_chunks_mut(cell_chunk))
+                .zip(zeros.par_chunks_mut(cell_chunk))
+                .enumerate()
+                .for_each(job);
+        } else {
+            out.par_chunks_mut(chunk_bytes)
+                .zip(empty_s.into_par_iter())
+                .zip(empty_z.into_par_iter())
+                .enumerate()
+                .for_each(job);
+        }
+    } else if per_row {
+        out.chunks_mut(chunk_bytes)
+            .zip(scales.chunks_mut(cell_chunk))
+            .zip(zeros.chunks_mut(cell_chunk))
+            .enumerate()
+            .for_each(job);
+    } else {
+        out.chunks_mut(chunk_bytes)
+            .zip(empty_s)
+            .zip(empty_z)
+            .enumerate()
+            .for_each(job);
+    }
+    fixed.unwrap_or(QParams { scales, zeros })
 }
 
 /// Quantizes `input` (a weight of `dtype`/`shape`) into `outs`, sized and ordered as
-/// [`output_parts`]. Returns the scales it used, for callers that report statistics.
+/// [`output_parts`].
 pub fn encode_into(
     spec: &QuantSpec,
     dtype: Dtype,
@@ -254,64 +417,33 @@ pub fn encode_into(
         ),
         _ => None,
     };
-    let qp = qparams(spec, compute, input, &v, split, global);
     let a = spec.args;
-    let row_in = v.cols * dtype.bits() / 8;
-    let run = a.run_len(v.cols);
     let (q_min, q_max) = a.range();
     // Packed codes are unsigned (+2^(bits-1)); naive int8 codes are stored signed.
     let offset = match (spec.format, a.qtype) {
         (QuantFormat::Pack { .. }, QType::Int) => (1i32 << (a.num_bits - 1)) as f32,
         _ => 0.0,
     };
-
-    // Codes of one row, for the packing that follows.
-    let row_codes = |r: usize, xs: &mut [f32], codes: &mut [u8]| {
-        floats::load_row(compute, &input[r * row_in..(r + 1) * row_in], xs);
-        for (k, (x, c)) in xs.chunks(run).zip(codes.chunks_mut(run)).enumerate() {
-            let cell = a.cell(r, k * run, v.grid_cols);
-            let s = qp.scales[cell];
-            let z = qp.zeros[cell];
-            match (spec.format, a.qtype) {
-                (QuantFormat::Nvfp4, _) => {
-                    let s = s / global.expect("nvfp4 has a global scale");
-                    for (o, &x) in c.iter_mut().zip(x) {
-                        *o = e2m1_code((x / s).clamp(q_min, q_max));
-                    }
-                }
-                (_, QType::Float) => match compute {
-                    Compute::BF16 => fp8_run(x, s, z, c, bf16_round),
-                    Compute::F16 => fp8_run(x, s, z, c, |y| compute.round(y)),
-                    Compute::F32 => fp8_run(x, s, z, c, |y| y),
-                },
-                (_, QType::Int) => {
-                    let sym = a.symmetric;
-                    match compute {
-                        Compute::BF16 => int_run(x, s, z, sym, q_min, q_max, offset, c, bf16_round),
-                        Compute::F16 => {
-                            int_run(x, s, z, sym, q_min, q_max, offset, c, |y| compute.round(y))
-                        }
-                        Compute::F32 => int_run(x, s, z, sym, q_min, q_max, offset, c, |y| y),
-                    }
-                }
-            }
-        }
-    };
-
     let (first, rest) = outs.split_first_mut().expect("a weight part");
-    let out_row = first.len() / v.rows.max(1);
-    each_row_chunk(split, first, out_row, |r0, chunk| {
-        let mut xs = vec![0f32; v.cols];
-        let mut codes = vec![0u8; v.cols];
-        for (i, out) in chunk.chunks_exact_mut(out_row).enumerate() {
-            row_codes(r0 + i, &mut xs, &mut codes);
-            match spec.format {
-                QuantFormat::Pack { legacy } => pack_codes(&codes, a.num_bits, legacy, out),
-                QuantFormat::Nvfp4 => pack_nibbles(&codes, out),
-                _ => out.copy_from_slice(&codes),
-            }
-        }
-    });
+    let e = Enc {
+        spec,
+        v,
+        input,
+        row_in: v.cols * dtype.bits() / 8,
+        out_row: first.len() / v.rows.max(1),
+        run: a.run_len(v.cols),
+        q_min,
+        q_max,
+        offset,
+        global,
+        compute,
+        kind: if spec.format == QuantFormat::Nvfp4 {
+            ScaleKind::Fp8
+        } else {
+            ScaleKind::Weight
+        },
+    };
+    let qp = with_dt!(compute, D => encode_rows::<D>(&e, first, split));
 
     // Scales, then whatever else the format stores.
     let (scale_out, rest) = rest.split_first_mut().expect("a scale part");
@@ -372,42 +504,5 @@ fn pack_zero_points(zeros: &[f32], v: &View, bits: u32, legacy: bool, offset: f3
                 out[at..at + 4].copy_from_slice(&packed[4 * w..4 * w + 4]);
             }
         }
-    }
-}
-
-/// `round(clamp(x / s (+ z)))` with each op rounded to the weight's dtype, plus the
-/// packing offset.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn int_run(
-    xs: &[f32],
-    s: f32,
-    z: f32,
-    sym: bool,
-    lo: f32,
-    hi: f32,
-    offset: f32,
-    out: &mut [u8],
-    r: impl Fn(f32) -> f32,
-) {
-    if sym {
-        for (o, &x) in out.iter_mut().zip(xs) {
-            let q = r(x / s).clamp(lo, hi).round_ties_even();
-            *o = (q + offset) as i32 as u8;
-        }
-    } else {
-        for (o, &x) in out.iter_mut().zip(xs) {
-            let q = r(r(x / s) + z).clamp(lo, hi).round_ties_even();
-            *o = (q + offset) as i32 as u8;
-        }
-    }
-}
-
-/// The zero point is added even when it is 0 (compressed-tensors passes the module's
-/// zero point through), which turns -0.0 into +0.0.
-#[inline(always)]
-fn fp8_run(xs: &[f32], s: f32, z: f32, out: &mut [u8], r: impl Fn(f32) -> f32) {
-    for (o, &x) in out.iter_mut().zip(xs) {
-        *o = e4m3_from_f32(r(r(x / s) + z).clamp(-floats::E4M3_MAX, floats::E4M3_MAX));
     }
 }

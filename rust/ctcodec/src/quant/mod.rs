@@ -11,6 +11,7 @@ pub mod args;
 pub mod decode;
 pub mod encode;
 pub mod floats;
+mod kernels;
 pub mod pack;
 pub mod params;
 mod rows;

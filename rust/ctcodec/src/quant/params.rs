@@ -91,13 +91,45 @@ pub fn calculate_qparams(
     global_scale: Option<f32>,
     kind: ScaleKind,
 ) -> QParams {
+    let cells = stats.min.len();
+    let mut qp = QParams {
+        scales: vec![0.0; cells],
+        zeros: vec![0.0; cells],
+    };
+    qparams_into(
+        &stats.min,
+        &stats.max,
+        args,
+        compute,
+        global_scale,
+        kind,
+        &mut qp.scales,
+        &mut qp.zeros,
+    );
+    qp
+}
+
+/// [`calculate_qparams`] into caller slices (one per cell), allocating nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn qparams_into(
+    mins: &[f32],
+    maxs: &[f32],
+    args: &QuantArgs,
+    compute: Compute,
+    global_scale: Option<f32>,
+    kind: ScaleKind,
+    scales: &mut [f32],
+    zeros: &mut [f32],
+) {
     let c = |x: f32| compute.round(x);
     let (q_min, q_max) = args.range();
     let bit_range = c(q_max - q_min);
-    let cells = stats.min.len();
-    let mut scales = Vec::with_capacity(cells);
-    let mut zeros = Vec::with_capacity(cells);
-    for (&lo, &hi) in stats.min.iter().zip(&stats.max) {
+    for (((&lo, &hi), so), zo) in mins
+        .iter()
+        .zip(maxs)
+        .zip(scales.iter_mut())
+        .zip(zeros.iter_mut())
+    {
         let lo = nan_min(lo, 0.0);
         let hi = nan_max(hi, 0.0);
         let (mut scale, zero) = if args.symmetric {
@@ -122,10 +154,9 @@ pub fn calculate_qparams(
         if scale == 0.0 {
             scale = eps;
         }
-        scales.push(scale);
-        zeros.push(round_zero_point(zero, args));
+        *so = scale;
+        *zo = round_zero_point(zero, args);
     }
-    QParams { scales, zeros }
 }
 
 /// The global scale NVFP4 puts over a whole tensor, `448 * 6 / amax`, as

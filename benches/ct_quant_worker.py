@@ -1,0 +1,84 @@
+"""The compressed-tensors side of bench_quant.py, run under the current release in its
+own process (its import path cannot hold 0.14 as well). Times, in this process:
+
+  compress:   for every shard, load it, run the min/max observer + calculate_qparams
+              + the format's compressor on each target weight, save the shard;
+  decompress: for every shard, load it and decompress every quantized module.
+
+    python ct_quant_worker.py job.json    -> prints {"seconds": [...]} as JSON
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from compressed_tensors.compressors import BaseCompressor
+from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+from safetensors.torch import load_file, save_file
+
+
+def observe(w, args):
+    s = args.strategy
+    if s == "tensor":
+        return w.amin(), w.amax()
+    if s == "channel":
+        return w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
+    if s in ("group", "tensor_group"):
+        g = w.unflatten(-1, (w.shape[-1] // args.group_size, args.group_size))
+        return g.amin(dim=-1), g.amax(dim=-1)
+    bh, bw = args.block_structure
+    p = torch.nn.functional.pad(w, (0, (-w.shape[1]) % bw, 0, (-w.shape[0]) % bh))
+    b = p.reshape(p.shape[0] // bh, bh, p.shape[1] // bw, bw)
+    return b.amin(dim=(1, 3)), b.amax(dim=(1, 3))
+
+
+def compress(job, scheme, cls):
+    dst = Path(job["dst"])
+    dst.mkdir(parents=True, exist_ok=True)
+    args = scheme.weights
+    for shard, modules in job["shards"].items():
+        state = load_file(Path(job["src"]) / shard)
+        for m in modules:
+            w = state.pop(m + ".weight")
+            lo, hi = observe(w, args)
+            sd = {"weight": w}
+            g = None
+            if args.strategy == "tensor_group":
+                g = generate_gparam(w.amin(), w.amax())
+                sd["weight_global_scale"] = g
+            s, z = calculate_qparams(lo, hi, args, global_scale=g)
+            sd["weight_scale"] = s.to(w.dtype)
+            sd["weight_zero_point"] = z
+            for k, v in cls.compress(sd, scheme).items():
+                state[f"{m}.{k}"] = v.contiguous()
+        save_file(state, dst / shard)
+
+
+def decompress(job, scheme, cls):
+    names = cls.compression_param_names(scheme)
+    for shard, modules in job["shards"].items():
+        state = load_file(Path(job["src"]) / shard)
+        for m in modules:
+            sd = {n: state.pop(f"{m}.{n}") for n in names}
+            w = cls.decompress(sd, scheme)["weight"]
+            w.view(-1)[::2048].sum()  # make sure it exists
+
+
+def main():
+    job = json.load(open(sys.argv[1]))
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(**job["weights"]))
+    cls = BaseCompressor.get_value_from_registry(job["format"])
+    fn = compress if job["mode"] == "compress" else decompress
+    times = []
+    for _ in range(job["repeat"]):
+        t0 = time.perf_counter()
+        fn(job, scheme, cls)
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"seconds": times, "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
