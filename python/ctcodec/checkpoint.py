@@ -10,7 +10,7 @@ from typing import Sequence
 
 from . import _native, quantization
 from .errors import CodecError
-from .formats import normalize
+from .formats import normalize, normalize_any
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
 from .reading import declared_format, declared_quantization, shard_schemes
 from .targets import is_target
@@ -108,13 +108,16 @@ def compress_checkpoint(
     ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
     quantize = scheme is not None or recipe is not None
     prune = _prune_arg(sparsity)
+    # sparse-24-bitmask stores 2:4 weights, or the int8/fp8 codes of quantized ones.
+    two_four = format is not None and normalize_any(format) == "sparse-24-bitmask"
     if quantize:
-        if format not in (None,) and not str(format).endswith("quantized"):
+        forced = None if two_four else format
+        if forced is not None and not str(forced).endswith("quantized"):
             raise CodecError(f"format {format!r} cannot be combined with a quantization scheme")
-        plan = quantization.plan(scheme, group_size, recipe, targets, ignore, format)
+        plan = quantization.plan(scheme, group_size, recipe, targets, ignore, forced)
     else:
         fmt = normalize(format or "sparse-bitmask")
-        if fmt != "sparse-bitmask":
+        if fmt not in ("sparse-bitmask", "sparse-24-bitmask"):
             raise CodecError(f"{fmt!r} is not a lossless compression format; give a scheme to quantize")
     shards = shard_paths(src)
     _prepare_output(src, dst, overwrite)
@@ -123,10 +126,14 @@ def compress_checkpoint(
     for shard in shards:
         _meta, tensors = _native.read_header(os.fspath(shard))
         if quantize:
-            encodings = {name: (spec, prune) for name, spec in plan.encodings(tensors).items()}
+            encodings = {name: (spec, prune, two_four) for name, spec in plan.encodings(tensors).items()}
+            if two_four and any(spec[0] not in ("naive-quantized", "int-quantized", "float-quantized")
+                                for spec, _p, _t in encodings.values()):
+                raise CodecError("sparse-24-bitmask stacks on int8/fp8 schemes (int-quantized, float-quantized), "
+                                 f"not {plan.formats()}")
         else:
             encodings = {
-                name: (None, prune)
+                name: (None, prune, two_four)
                 for name, _dtype, shape in tensors
                 if name.endswith(".weight") and is_target(name[: -len(".weight")], shape, targets, ignore)
             }
@@ -142,7 +149,15 @@ def compress_checkpoint(
     _write_index(src, dst, shards)
     config_path = src / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
-    if quantize:
+    if quantize and two_four:
+        # compressed-tensors 0.14's stacking: quantization groups plus a 2:4 sparsity config.
+        config["quantization_config"] = plan.config()
+        config["quantization_config"]["version"] = FORMAT_VERSION
+        config["quantization_config"]["sparsity_config"] = _sparsity_config(
+            "sparse-24-bitmask", summary.get("pruned_fraction", summary["global_sparsity"]),
+            config["quantization_config"]["ignore"], "2:4", targets)
+        summary["skipped"] = plan.skipped
+    elif quantize:
         config["quantization_config"] = plan.config()
         summary["skipped"] = plan.skipped
         if prune is not None:
@@ -157,23 +172,29 @@ def compress_checkpoint(
                 "targets": targets,
             }
     else:
+        structure = "2:4" if fmt == "sparse-24-bitmask" else sparsity_structure or summary["sparsity_structure"]
         config["quantization_config"] = {
             "version": FORMAT_VERSION,
             "quant_method": "compressed-tensors",
-            "sparsity_config": {
-                "format": fmt,
-                "global_sparsity": summary["global_sparsity"],
-                "ignore": ignore,
-                "registry_requires_subclass": False,
-                "sparsity_structure": sparsity_structure or summary["sparsity_structure"],
-                "targets": targets,
-            },
+            "sparsity_config": _sparsity_config(fmt, summary["global_sparsity"], ignore, structure, targets),
             "transform_config": {},
         }
     write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
     skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
     summary["copied"] = _copy_other_files(src, dst, skip)
     return summary
+
+
+def _sparsity_config(fmt: str, sparsity: float, ignore: list, structure: str, targets: list) -> dict:
+    """A `sparsity_config` as compressed-tensors 0.14 dumps it."""
+    return {
+        "format": fmt,
+        "global_sparsity": sparsity,
+        "ignore": ignore,
+        "registry_requires_subclass": False,
+        "sparsity_structure": structure,
+        "targets": targets,
+    }
 
 
 def _prune_arg(sparsity: str | float | None) -> str | None:

@@ -87,14 +87,15 @@ def module_format(scheme: dict[str, Any], config: QuantConfig) -> str:
 
 def quantized_modules(names: Iterable[str]) -> list[str]:
     """Modules of a file that hold quantized weights: a `weight_packed`, or a `weight`
-    stored beside a `weight_scale`."""
+    (or 2:4 `compressed` values) stored beside a `weight_scale`."""
     names = set(names)
     mods = []
     for n in names:
         if n.endswith(".weight_packed"):
             mods.append(n[: -len(".weight_packed")])
-        elif n.endswith(".weight") and n[: -len("weight")] + "weight_scale" in names:
-            mods.append(n[: -len(".weight")])
+        for root in (".weight", ".compressed"):
+            if n.endswith(root) and n[: -len(root)] + ".weight_scale" in names:
+                mods.append(n[: -len(root)])
     return sorted(set(mods))
 
 

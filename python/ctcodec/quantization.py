@@ -129,6 +129,9 @@ class QuantPlan:
             out[name] = spec_tuple(group["weights"], fmt)
         return out
 
+    def formats(self) -> list[str]:
+        return sorted(set(self.used.values()))
+
     def config(self) -> dict[str, Any]:
         """The `quantization_config` compressed-tensors' `update_config` writes."""
         groups = {name: {**self.groups[name], "format": fmt} for name, fmt in self.used.items()}

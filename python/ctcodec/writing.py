@@ -22,7 +22,8 @@ def save_compressed(
     """Writes `tensors` to `save_path`, compressing as compressed-tensors 0.14 did.
 
     With `sparse-bitmask`, every tensor whose name ends in `.weight` and has rank >= 1
-    is compressed under its module name; everything else is stored as is. `dense`
+    is compressed under its module name; with `sparse-24-bitmask`, every 2-D `.weight`
+    (which must already be 2:4 sparse); everything else is stored as is. `dense`
     stores everything as is. The file appears atomically. Returns one stats dict per
     input tensor (`nonzero`, `bytes_in`, `bytes_out`, ...).
     """
@@ -35,6 +36,8 @@ def save_compressed(
             raise CodecError(f"{os.fspath(save_path)}: tensor {name!r}: {e}") from None
         names.append(name)
         raws.append((name, dtype, shape, raw))
-        select.append(fmt == "sparse-bitmask" and name.endswith(".weight") and name != ".weight" and len(shape) >= 1)
+        weight = name.endswith(".weight") and name != ".weight"
+        select.append(weight and (len(shape) >= 1 if fmt == "sparse-bitmask" else
+                                  len(shape) == 2 if fmt == "sparse-24-bitmask" else False))
     meta = list(metadata.items()) if metadata else None
-    return _native.write_tensors(os.fspath(save_path), raws, select, meta)
+    return _native.write_tensors(os.fspath(save_path), raws, select, meta, None, fmt == "sparse-24-bitmask")

@@ -30,9 +30,10 @@ fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
-/// Compresses each (src, dst, {name: (spec or None, prune or None)}) job: a None spec
-/// bitmask-encodes the tensor, a spec tuple quantizes it, after magnitude pruning when
-/// `prune` is "2:4" or a fraction; one progress bar over all input bytes.
+/// Compresses each (src, dst, {name: (spec or None, prune or None, two_four)}) job: a
+/// None spec bitmask-encodes the tensor, a spec tuple quantizes it, after magnitude
+/// pruning when `prune` is "2:4" or a fraction; `two_four` stores the result (or the
+/// quantized codes) as sparse-24-bitmask. One progress bar over all input bytes.
 #[pyfunction]
 #[pyo3(signature = (jobs, progress=false, mode="auto"))]
 pub fn compress_files<'py>(
@@ -40,7 +41,7 @@ pub fn compress_files<'py>(
     jobs: Vec<(
         PathBuf,
         PathBuf,
-        HashMap<String, (Option<SpecTuple>, Option<String>)>,
+        HashMap<String, (Option<SpecTuple>, Option<String>, bool)>,
     )>,
     progress: bool,
     mode: &str,
@@ -52,7 +53,7 @@ pub fn compress_files<'py>(
             .map(|(src, dst, names)| {
                 let encodings = names
                     .into_iter()
-                    .map(|(name, (spec, prune))| {
+                    .map(|(name, (spec, prune, two_four))| {
                         let in_tensor =
                             |e: CodecError| CodecError::tensor(&src, &name, e.to_string());
                         let prune = prune
@@ -60,9 +61,14 @@ pub fn compress_files<'py>(
                             .map(parse_prune)
                             .transpose()
                             .map_err(in_tensor)?;
-                        let enc = match spec {
-                            None => Encoding::Bitmask(prune),
-                            Some(t) => Encoding::Quant(parse_spec(&t).map_err(in_tensor)?, prune),
+                        let spec = spec
+                            .map(|t| parse_spec(&t))
+                            .transpose()
+                            .map_err(in_tensor)?;
+                        let enc = match (spec, two_four) {
+                            (spec, true) => Encoding::Sparse24(spec, prune),
+                            (None, false) => Encoding::Bitmask(prune),
+                            (Some(q), false) => Encoding::Quant(q, prune),
                         };
                         Ok((name, enc))
                     })
@@ -137,9 +143,10 @@ pub fn decompress_files(
 }
 
 /// Writes caller tensors (raw bytes as uint8 arrays) to `path`, bitmask-compressing
-/// those flagged in `select`, or quantizing those with a spec in `specs`.
+/// those flagged in `select` (as sparse-24-bitmask with `two_four`), or quantizing
+/// those with a spec in `specs`.
 #[pyfunction]
-#[pyo3(signature = (path, tensors, select, metadata=None, specs=None))]
+#[pyo3(signature = (path, tensors, select, metadata=None, specs=None, two_four=false))]
 pub fn write_tensors<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -147,6 +154,7 @@ pub fn write_tensors<'py>(
     select: Vec<bool>,
     metadata: Option<Vec<(String, String)>>,
     specs: Option<Vec<Option<SpecTuple>>>,
+    two_four: bool,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     if select.len() != tensors.len() {
         return Err(to_py(CodecError::Invalid(
@@ -174,6 +182,7 @@ pub fn write_tensors<'py>(
                 parse_spec(t).map_err(|e| to_py(CodecError::tensor(&path, name, e.to_string())))?,
                 None,
             ),
+            (true, None) if two_four => Encoding::Sparse24(None, None),
             (true, None) => Encoding::Bitmask(None),
             (false, None) => Encoding::Keep,
         });

@@ -15,6 +15,7 @@ pub mod error;
 pub mod parallel;
 pub mod prune;
 pub mod quant;
+pub mod sparse24;
 
 pub use dtype::Dtype;
 pub use error::{CodecError, Result};

@@ -28,13 +28,16 @@ pub enum Encoding {
     Bitmask(Option<Prune>),
     /// Quantize it (`<module>.weight` becomes the format's parts), after optional pruning.
     Quant(QuantSpec, Option<Prune>),
+    /// sparse-24-bitmask, of the weight or of its naive-quantized codes, after
+    /// optional pruning.
+    Sparse24(Option<QuantSpec>, Option<Prune>),
 }
 
 impl Encoding {
     fn prune(self) -> Option<Prune> {
         match self {
             Encoding::Keep => None,
-            Encoding::Bitmask(p) | Encoding::Quant(_, p) => p,
+            Encoding::Bitmask(p) | Encoding::Quant(_, p) | Encoding::Sparse24(_, p) => p,
         }
     }
 }
@@ -222,8 +225,12 @@ fn count_tensor(
         ));
     }
     if !matches!(encoding, Encoding::Bitmask(_)) {
-        if let Encoding::Quant(q, _) = encoding {
+        if let Encoding::Quant(q, _) | Encoding::Sparse24(Some(q), _) = encoding {
             quant::output_parts(&q, spec.dtype, &spec.shape)
+                .map_err(|e| CodecError::tensor(path, &spec.name, e))?;
+        }
+        if let Encoding::Sparse24(q, _) = encoding {
+            sparse24_parts(&spec.dtype, &spec.shape, q.as_ref())
                 .map_err(|e| CodecError::tensor(path, &spec.name, e))?;
         }
         // Release it all the same, or the used run from the file start stalls here.
@@ -257,6 +264,15 @@ fn output_specs(
     encoding: Encoding,
     counts: Option<&[usize]>,
 ) -> Result<Vec<TensorSpec>> {
+    if let Encoding::Sparse24(q, _) = encoding {
+        let module = module_of(&spec.name).expect("checked in pass 1");
+        let parts = sparse24_parts(&spec.dtype, &spec.shape, q.as_ref())
+            .map_err(|e| CodecError::tensor(path, &spec.name, e))?;
+        return Ok(parts
+            .into_iter()
+            .map(|(n, d, sh)| TensorSpec::new(format!("{module}.{n}"), d, sh))
+            .collect());
+    }
     if let Encoding::Quant(q, _) = encoding {
         let module = module_of(&spec.name).expect("checked in pass 1");
         let parts = quant::output_parts(&q, spec.dtype, &spec.shape)
@@ -293,6 +309,11 @@ fn output_names(path: &Path, spec: &TensorSpec, encoding: Encoding) -> Result<Ve
             .iter()
             .map(|p| format!("{m}.{p}"))
             .collect(),
+        (Encoding::Sparse24(q, _), Some(m)) => sparse24_parts(&spec.dtype, &spec.shape, q.as_ref())
+            .map_err(|e| CodecError::tensor(path, &spec.name, e))?
+            .into_iter()
+            .map(|(n, ..)| format!("{m}.{n}"))
+            .collect(),
         (Encoding::Quant(q, _), Some(m)) => quant::output_parts(&q, spec.dtype, &spec.shape)
             .map_err(|e| CodecError::tensor(path, &spec.name, e))?
             .iter()
@@ -323,6 +344,15 @@ fn fill_tensor(
         bytes_out: bytes.len(),
         two_four: false,
     };
+    if let Encoding::Sparse24(q, prune) = encoding {
+        // Unpruned input must already be 2:4; pruned input is by construction.
+        fill_sparse24(&bytes, spec, q.as_ref(), prune.is_none(), split, parts)
+            .map_err(|e| CodecError::tensor(src.path(), &spec.name, e))?;
+        stat.bytes_out = parts.iter().map(|p| p.len()).sum();
+        stat.two_four = true;
+        stat.nonzero /= 2;
+        return Ok(stat);
+    }
     if let Encoding::Quant(q, _) = encoding {
         quant::encode_into(&q, spec.dtype, &spec.shape, &bytes, split, parts)
             .map_err(|e| CodecError::tensor(src.path(), &spec.name, e))?;
@@ -354,4 +384,75 @@ fn fill_tensor(
         _ => unreachable!("output parts do not match the tensor"),
     }
     Ok(stat)
+}
+
+/// (suffix, dtype, shape) of a 2:4 weight's outputs: `compressed`, `bitmask`, `shape`,
+/// then the quantization parts (scale, zero point) when its codes are quantized.
+fn sparse24_parts(
+    dtype: &Dtype,
+    shape: &[usize],
+    quant: Option<&QuantSpec>,
+) -> std::result::Result<Vec<(String, Dtype, Vec<usize>)>, String> {
+    let (rows, cols) = crate::sparse24::check_shape(shape)?;
+    let (values_dtype, extra) = match quant {
+        None => (*dtype, Vec::new()),
+        Some(q) => {
+            if q.format != crate::quant::QuantFormat::Naive {
+                return Err(format!(
+                    "2:4 storage stacks on int8/fp8 (naive) quantization, not {}",
+                    q.format.name()
+                ));
+            }
+            let parts = quant::output_parts(q, *dtype, shape)?;
+            let codes = parts[0].dtype;
+            (
+                codes,
+                parts[1..]
+                    .iter()
+                    .map(|p| (p.suffix.to_string(), p.dtype, p.shape.clone()))
+                    .collect(),
+            )
+        }
+    };
+    let mut out = vec![
+        (COMPRESSED.to_string(), values_dtype, vec![rows, cols / 2]),
+        (BITMASK.to_string(), Dtype::U8, vec![rows, cols.div_ceil(8)]),
+        (SHAPE.to_string(), Dtype::I64, vec![2, 1]),
+    ];
+    out.extend(extra);
+    Ok(out)
+}
+
+/// Encodes a 2:4 weight (quantizing it first when asked) into its parts.
+fn fill_sparse24(
+    bytes: &[u8],
+    spec: &TensorSpec,
+    quant: Option<&QuantSpec>,
+    strict: bool,
+    split: bool,
+    parts: &mut [&mut [u8]],
+) -> std::result::Result<(), String> {
+    let (head, extra) = parts.split_at_mut(3);
+    let [values, mask, shape] = head else {
+        unreachable!("three sparse parts")
+    };
+    let dims: Vec<u8> = spec
+        .shape
+        .iter()
+        .flat_map(|&d| (d as i64).to_le_bytes())
+        .collect();
+    shape.copy_from_slice(&dims);
+    match quant {
+        None => crate::sparse24::encode(bytes, spec.dtype, &spec.shape, strict, values, mask),
+        Some(q) => {
+            let qparts = quant::output_parts(q, spec.dtype, &spec.shape)?;
+            let mut codes = vec![0u8; byte_len(qparts[0].dtype, &qparts[0].shape).unwrap_or(0)];
+            {
+                let mut outs: Vec<&mut [u8]> = vec![&mut codes];
+                outs.extend(extra.iter_mut().map(|p| &mut **p));
+                quant::encode_into(q, spec.dtype, &spec.shape, bytes, split, &mut outs)?;
+            }
+            crate::sparse24::encode(&codes, qparts[0].dtype, &spec.shape, strict, values, mask)
+        }
+    }
 }

@@ -84,6 +84,16 @@ fn dense_into(file: &SafetensorsFile, item: &DenseItem, split: bool, out: &mut [
         }
         Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
         Source::Quant(parts) => decode_quant_into(file, parts, split, out),
+        Source::Sparse24(parts) => {
+            let values = file.bytes(&parts.compressed)?;
+            let mask = file.bytes(&parts.bitmask)?;
+            crate::sparse24::decode(&values, &mask, item.dtype, &parts.dense_shape, out)
+                .map_err(|e| CodecError::tensor(file.path(), &parts.module, e))?;
+            drop((values, mask));
+            file.release(&parts.compressed);
+            file.release(&parts.bitmask);
+            Ok(())
+        }
     }
 }
 
@@ -94,7 +104,22 @@ fn decode_quant_into(
     split: bool,
     out: &mut [u8],
 ) -> Result<()> {
-    let weight = file.bytes(&parts.weight)?;
+    let mut weight = file.bytes(&parts.weight)?;
+    if let Some(mask_info) = &parts.sparse24_mask {
+        // Stacked 2:4: expand the kept codes to the dense code tensor first.
+        let mask = file.bytes(mask_info)?;
+        let width = parts.weight.dtype.bits() / 8;
+        let mut codes = vec![0u8; parts.dense_shape.iter().product::<usize>() * width];
+        crate::sparse24::decode(
+            &weight,
+            &mask,
+            parts.weight.dtype,
+            &parts.dense_shape,
+            &mut codes,
+        )
+        .map_err(|e| CodecError::tensor(file.path(), &parts.module, e))?;
+        weight = Cow::Owned(codes);
+    }
     let scale = file.bytes(&parts.scale)?;
     let zero = parts
         .zero_point

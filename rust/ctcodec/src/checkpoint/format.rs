@@ -12,6 +12,8 @@ pub enum Format {
     Dense,
     /// compressed-tensors' `sparse-bitmask` (legacy line, 0.9 to 0.14).
     SparseBitmask,
+    /// compressed-tensors' `sparse-24-bitmask` (legacy line, 0.9 to 0.14).
+    Sparse24Bitmask,
 }
 
 impl Format {
@@ -19,6 +21,7 @@ impl Format {
         match self {
             Format::Dense => "dense",
             Format::SparseBitmask => "sparse-bitmask",
+            Format::Sparse24Bitmask => "sparse-24-bitmask",
         }
     }
 
@@ -28,7 +31,17 @@ impl Format {
         // Either part is enough: a file holding only one of them is a broken sparse file
         // (reported as a missing companion), not a dense one.
         if has(".bitmask") || has(".compressed") {
-            Format::SparseBitmask
+            // 2:4 files store `shape` as [2, 1] and have no row_offsets.
+            let two_four = header
+                .tensors
+                .iter()
+                .any(|t| t.name.ends_with(".shape") && t.shape == [2, 1])
+                && !has(".row_offsets");
+            if two_four {
+                Format::Sparse24Bitmask
+            } else {
+                Format::SparseBitmask
+            }
         } else {
             Format::Dense
         }
@@ -47,8 +60,9 @@ impl FromStr for Format {
         {
             "dense" => Ok(Format::Dense),
             "sparse-bitmask" => Ok(Format::SparseBitmask),
+            "sparse-24-bitmask" => Ok(Format::Sparse24Bitmask),
             other => Err(CodecError::Invalid(format!(
-                "unknown or unsupported format {other:?} (supported: dense, sparse-bitmask)"
+                "unknown or unsupported format {other:?} (supported: dense, sparse-bitmask, sparse-24-bitmask)"
             ))),
         }
     }

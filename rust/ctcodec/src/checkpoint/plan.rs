@@ -31,6 +31,16 @@ pub enum Source {
     Stored(TensorInfo),
     Bitmask(Box<BitmaskParts>),
     Quant(Box<QuantParts>),
+    Sparse24(Box<Sparse24Parts>),
+}
+
+/// The companion tensors of one sparse-24-bitmask weight.
+#[derive(Clone, Debug)]
+pub struct Sparse24Parts {
+    pub module: String,
+    pub dense_shape: Vec<usize>,
+    pub compressed: TensorInfo,
+    pub bitmask: TensorInfo,
 }
 
 /// The companion tensors of one bitmask-compressed weight.
@@ -98,7 +108,10 @@ pub fn plan(file: &SafetensorsFile, format: Format, schemes: &Schemes) -> Result
         match sparse_group {
             Some((module, parts)) => {
                 if emitted.insert(module) {
-                    items.push(bitmask_item(file, module, parts)?);
+                    items.push(match format {
+                        Format::Sparse24Bitmask => sparse24_item(file, module, parts)?,
+                        _ => bitmask_item(file, module, parts)?,
+                    });
                 }
             }
             None => items.push(stored(t)),
@@ -137,6 +150,74 @@ fn stored(t: &TensorInfo) -> DenseItem {
         shape: t.shape.clone(),
         source: Source::Stored(t.clone()),
     }
+}
+
+fn sparse24_item(
+    file: &SafetensorsFile,
+    module: &str,
+    parts: &BTreeMap<&str, &TensorInfo>,
+) -> Result<DenseItem> {
+    let (compressed, bitmask, shape) = sparse24_members(file, module, parts)?;
+    Ok(DenseItem {
+        name: format!("{module}.weight"),
+        dtype: compressed.dtype,
+        shape: shape.clone(),
+        source: Source::Sparse24(Box::new(Sparse24Parts {
+            module: module.to_string(),
+            dense_shape: shape,
+            compressed: compressed.clone(),
+            bitmask: bitmask.clone(),
+        })),
+    })
+}
+
+/// The `compressed`, `bitmask` and dense shape of a 2:4 weight, checked against each other.
+pub(crate) fn sparse24_members<'a>(
+    file: &SafetensorsFile,
+    module: &str,
+    parts: &BTreeMap<&str, &'a TensorInfo>,
+) -> Result<(&'a TensorInfo, &'a TensorInfo, Vec<usize>)> {
+    let path = file.path();
+    let need = |part: &str| {
+        parts.get(part).copied().ok_or_else(|| {
+            CodecError::tensor(
+                path,
+                module,
+                format!("sparse-24-bitmask tensor is missing its companion {module}.{part}"),
+            )
+        })
+    };
+    let compressed = need(COMPRESSED)?;
+    let bitmask = need(BITMASK)?;
+    let shape_info = need(SHAPE)?;
+    let shape = read_shape(file, shape_info)?;
+    file.release(shape_info);
+    let (rows, cols) =
+        crate::sparse24::check_shape(&shape).map_err(|e| CodecError::tensor(path, module, e))?;
+    if compressed.shape != [rows, cols / 2] {
+        return Err(CodecError::tensor(
+            path,
+            &compressed.name,
+            format!(
+                "must be [{rows}, {}] for dense shape {shape:?}, is {:?}",
+                cols / 2,
+                compressed.shape
+            ),
+        ));
+    }
+    if bitmask.dtype != Dtype::U8 || bitmask.shape != [rows, cols.div_ceil(8)] {
+        return Err(CodecError::tensor(
+            path,
+            &bitmask.name,
+            format!(
+                "must be U8 [{rows}, {}] for dense shape {shape:?}, is {} {:?}",
+                cols.div_ceil(8),
+                bitmask.dtype,
+                bitmask.shape
+            ),
+        ));
+    }
+    Ok((compressed, bitmask, shape))
 }
 
 fn bitmask_item(

@@ -23,6 +23,9 @@ pub struct QuantParts {
     pub zero_point: Option<TensorInfo>,
     pub g_idx: Option<TensorInfo>,
     pub global_scale: Option<TensorInfo>,
+    /// For 2:4 weights stacked on naive quantization: `weight` is the `compressed`
+    /// values and this is the bitmask; the codes are expanded before dequantizing.
+    pub sparse24_mask: Option<TensorInfo>,
     /// Parts read while planning (the shape), or that decoding does not need.
     pub consumed: Vec<TensorInfo>,
 }
@@ -34,6 +37,7 @@ impl QuantParts {
         all.extend(self.zero_point.iter());
         all.extend(self.g_idx.iter());
         all.extend(self.global_scale.iter());
+        all.extend(self.sparse24_mask.iter());
         all.extend(self.consumed.iter());
         all
     }
@@ -61,19 +65,41 @@ pub fn quant_parts(
     let mut found = BTreeMap::new();
     for (module, spec) in schemes {
         let root_name = format!("{module}.{}", root(spec.format));
-        let Some(weight) = by_name.get(root_name.as_str()) else {
-            continue;
-        };
         let part = |p: &str| {
             by_name
                 .get(format!("{module}.{p}").as_str())
                 .map(|t| (*t).clone())
         };
         let err = |reason: String| CodecError::tensor(file.path(), module, reason);
+        // Quantized weights stored 2:4-compressed (compressed-tensors 0.14 stacking).
+        let stacked = spec.format == QuantFormat::Naive
+            && !by_name.contains_key(root_name.as_str())
+            && by_name.contains_key(format!("{module}.compressed").as_str());
+        let mut consumed = Vec::new();
+        let mut sparse24_mask = None;
+        let mut stacked_shape = None;
+        let weight = if stacked {
+            let mut members = BTreeMap::new();
+            for p in ["compressed", "bitmask", "shape"] {
+                if let Some(t) = by_name.get(format!("{module}.{p}").as_str()) {
+                    members.insert(p, *t);
+                }
+            }
+            let (values, mask, shape) = super::plan::sparse24_members(file, module, &members)?;
+            consumed.push(members["shape"].clone());
+            sparse24_mask = Some(mask.clone());
+            stacked_shape = Some(shape);
+            values
+        } else {
+            match by_name.get(root_name.as_str()) {
+                Some(w) => *w,
+                None => continue,
+            }
+        };
         let scale = part("weight_scale")
             .ok_or_else(|| err(format!("{} weight has no weight_scale", spec.format.name())))?;
-        let mut consumed = Vec::new();
         let dense_shape = match spec.format {
+            _ if stacked => stacked_shape.clone().expect("read above"),
             QuantFormat::Pack { .. } => {
                 let info = part("weight_shape")
                     .ok_or_else(|| err("pack-quantized weight has no weight_shape".into()))?;
@@ -135,6 +161,7 @@ pub fn quant_parts(
                 zero_point: part("weight_zero_point"),
                 g_idx: part("weight_g_idx"),
                 global_scale,
+                sparse24_mask,
                 consumed,
             },
         );
