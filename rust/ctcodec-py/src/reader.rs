@@ -49,7 +49,7 @@ impl CompressedFile {
     ) -> PyResult<Self> {
         let format = parse_format(format)?;
         let mode = read_mode(mode)?;
-        let schemes = parse_schemes(schemes)?;
+        let schemes = parse_schemes(&path, schemes)?;
         run_detached(py, move || {
             let file = SafetensorsFile::open(&path, mode)?;
             let format = format.unwrap_or_else(|| Format::detect(file.header()));

@@ -2,6 +2,7 @@
 //! on the Python side.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use ctcodec::checkpoint::Schemes;
 use ctcodec::prune::Prune;
@@ -94,14 +95,18 @@ pub fn parse_prune(s: &str) -> Result<Prune, CodecError> {
     }
 }
 
-pub fn parse_schemes(schemes: Option<HashMap<String, SpecTuple>>) -> PyResult<Schemes> {
+/// Schemes for the file at `path` (named in errors with the module at fault).
+pub fn parse_schemes(
+    path: &Path,
+    schemes: Option<HashMap<String, SpecTuple>>,
+) -> PyResult<Schemes> {
     schemes
         .unwrap_or_default()
         .iter()
         .map(|(module, t)| {
             parse_spec(t)
                 .map(|s| (module.clone(), s))
-                .map_err(|e| to_py(CodecError::Invalid(format!("{module}: {e}"))))
+                .map_err(|e| to_py(CodecError::tensor(path, module, e.to_string())))
         })
         .collect()
 }

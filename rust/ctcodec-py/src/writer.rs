@@ -124,7 +124,8 @@ pub fn decompress_files(
 ) -> PyResult<usize> {
     let format = parse_format(format)?;
     let mode = read_mode(mode)?;
-    let schemes = parse_schemes(schemes)?;
+    let named = jobs.first().map(|(src, _)| src.clone()).unwrap_or_default();
+    let schemes = parse_schemes(&named, schemes)?;
     run_detached(py, move || {
         let total: u64 = jobs
             .iter()

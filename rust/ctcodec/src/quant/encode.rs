@@ -37,8 +37,13 @@ pub(crate) fn view(spec: &QuantSpec, shape: &[usize]) -> Result<View, String> {
     };
     if !rank_ok {
         return Err(format!(
-            "cannot quantize a weight of shape {shape:?} as {}",
-            spec.format.name()
+            "{} weights are 2-D ([out, in]){}, not of shape {shape:?}",
+            spec.format.name(),
+            if shape.len() == 3 {
+                ""
+            } else {
+                " or 3-D for pack/naive formats"
+            }
         ));
     }
     let cols = shape[shape.len() - 1];
