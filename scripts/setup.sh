@@ -20,3 +20,8 @@ if [ ! -d .ct-current/compressed_tensors-0.20.0.dist-info ]; then
   rm -rf .ct-current
   .venv/bin/python -m pip install -q --no-deps --target .ct-current "compressed-tensors==0.20.0" "loguru==0.7.3"
 fi
+# 0.17.1: the last release with the word-aligned pack-quantized layout, for reading it.
+if [ ! -d .ct-017/compressed_tensors-0.17.1.dist-info ]; then
+  rm -rf .ct-017
+  .venv/bin/python -m pip install -q --no-deps --target .ct-017 "compressed-tensors==0.17.1" "loguru==0.7.3"
+fi

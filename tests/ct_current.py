@@ -14,20 +14,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CT_CURRENT = ROOT / ".ct-current"
 VERSION = "0.20.0"
+# Each release on its own import path; 0.17.1 is the last one with the word-aligned
+# pack-quantized layout (3, 5, 6, 7 bits changed in 0.18).
+INSTALLS = {"0.20.0": ROOT / ".ct-current", "0.17.1": ROOT / ".ct-017"}
 
 
-def ct_current_path() -> Path:
-    meta = CT_CURRENT / f"compressed_tensors-{VERSION}.dist-info"
-    if not meta.is_dir():
-        pytest.fail(f"compressed-tensors {VERSION} is not installed in {CT_CURRENT}; run scripts/setup.sh")
-    return CT_CURRENT
+def ct_path(version: str = VERSION) -> Path:
+    folder = INSTALLS[version]
+    if not (folder / f"compressed_tensors-{version}.dist-info").is_dir():
+        pytest.fail(f"compressed-tensors {version} is not installed in {folder}; run scripts/setup.sh")
+    return folder
 
 
-def run_ct(script: str, *args: str, timeout: int = 600) -> str:
-    """Runs a script from tests/ under the current compressed-tensors."""
-    env = dict(os.environ, PYTHONPATH=os.fspath(ct_current_path()))
+def run_ct(script: str, *args: str, timeout: int = 600, version: str = VERSION) -> str:
+    """Runs a script from tests/ under a compressed-tensors release (default: current)."""
+    env = dict(os.environ, PYTHONPATH=os.fspath(ct_path(version)))
     proc = subprocess.run([sys.executable, os.fspath(ROOT / "tests" / script), *args],
                           env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -35,11 +37,11 @@ def run_ct(script: str, *args: str, timeout: int = 600) -> str:
     return proc.stdout
 
 
-def reference_compress(dense: Path, modules: list[dict], workdir: Path) -> tuple[Path, Path]:
+def reference_compress(dense: Path, modules: list[dict], workdir: Path, version: str = VERSION) -> tuple[Path, Path]:
     """compressed-tensors' compressed file and its own dequantization of it."""
     job = {"input": os.fspath(dense), "compressed": os.fspath(workdir / "ct_compressed.safetensors"),
            "dequantized": os.fspath(workdir / "ct_dequantized.safetensors"), "modules": modules}
     path = workdir / "ct_job.json"
     path.write_text(json.dumps(job))
-    run_ct("ct_reference.py", os.fspath(path))
+    run_ct("ct_reference.py", os.fspath(path), version=version)
     return Path(job["compressed"]), Path(job["dequantized"])

@@ -128,3 +128,72 @@ def test_quantized_bytes_match_compressed_tensors(seed: int, tmp_path: Path) -> 
     assert sorted(decoded) == sorted(expected)
     wrong = [k for k in expected if not _same_bytes(decoded[k], expected[k])]
     assert not wrong, f"decoded differently from compressed-tensors: {wrong}"
+
+
+LEGACY_SCHEMES = {
+    f"w{b}_{'sym' if sym else 'asym'}": {"num_bits": b, "type": "int", "symmetric": sym, "strategy": "group", "group_size": 32}
+    for b in (2, 3, 4, 5, 6, 7, 8) for sym in (True, False)
+}
+
+
+def test_reads_the_pre_018_layout_of_compressed_tensors_017(tmp_path: Path) -> None:
+    """compressed-tensors 0.17 packed 3/5/6/7-bit codes word-aligned; config.json's
+    version selects that layout on read, and the values equal 0.17's own decode."""
+    rng = np.random.default_rng(7)
+    tensors, groups = {}, {}
+    for i, (label, w) in enumerate(LEGACY_SCHEMES.items()):
+        name = f"model.layers.{i}.{label}"
+        tensors[name + ".weight"] = _weights(rng, (int(rng.integers(1, 40)), 32 * int(rng.integers(1, 4))), DTYPES[i % 3])
+        groups[f"group_{i}"] = {"targets": [name], "weights": w}
+    src = tmp_path / "dense"
+    src.mkdir()
+    save_file(tensors, src / "model.safetensors")
+    (src / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    ours = tmp_path / "ours"
+    ctcodec.compress_checkpoint(src, ours, recipe={"config_groups": groups})
+    config = json.loads((ours / "config.json").read_text())
+    jobs = [{"name": g["targets"][0], "weights": g["weights"], "format": "pack-quantized"}
+            for g in config["quantization_config"]["config_groups"].values()]
+    ct_file, ct_dense = reference_compress(src / "model.safetensors", jobs, tmp_path, version="0.17.1")
+
+    legacy = _read_all(ct_file)
+    dense_layout = _read_all(ours / "model.safetensors")
+    odd = [k for k in legacy if k.endswith("weight_packed") and not any(f".w{b}_" in k for b in (2, 4, 8))]
+    assert odd and all(legacy[k].shape != dense_layout[k].shape or not torch.equal(legacy[k], dense_layout[k]) for k in odd)
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    ct_file.rename(theirs / "model.safetensors")
+    config["quantization_config"]["version"] = "0.17.1"
+    (theirs / "config.json").write_text(json.dumps(config))
+    expected = _read_all(ct_dense)
+    decoded = dict(ctcodec.decompress_file(theirs))
+    wrong = [k for k in expected if not _same_bytes(decoded[k], expected[k])]
+    assert not wrong, f"decoded differently from compressed-tensors 0.17: {wrong}"
+
+
+def test_decodes_mxfp4_written_by_compressed_tensors(tmp_path: Path) -> None:
+    """MXFP4 (fp4 codes, E8M0 exponent scales per 32 columns): ctcodec decodes what
+    compressed-tensors writes to exactly its own dequantization (encoding is not ours)."""
+    mx = {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "group", "group_size": 32,
+          "scale_dtype": "torch.uint8"}
+    rng = np.random.default_rng(11)
+    tensors = {f"model.layers.{i}.mlp.up_proj.weight": _weights(rng, (int(rng.integers(1, 30)), 64), torch.bfloat16)
+               for i in range(4)}
+    src = tmp_path / "dense"
+    src.mkdir()
+    save_file(tensors, src / "model.safetensors")
+    modules = [k[: -len(".weight")] for k in tensors]
+    ct_file, ct_dense = reference_compress(src / "model.safetensors",
+                                           [{"name": m, "weights": mx, "format": "mxfp4-pack-quantized"} for m in modules],
+                                           tmp_path)
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    ct_file.rename(folder / "model.safetensors")
+    qc = {"quant_method": "compressed-tensors", "version": "0.20.0", "format": "mxfp4-pack-quantized",
+          "config_groups": {"group_0": {"targets": ["Linear"], "weights": mx, "format": "mxfp4-pack-quantized"}}}
+    (folder / "config.json").write_text(json.dumps({"quantization_config": qc}))
+    expected = _read_all(ct_dense)
+    decoded = dict(ctcodec.decompress_file(folder))
+    wrong = [k for k in expected if not _same_bytes(decoded[k], expected[k])]
+    assert not wrong, wrong

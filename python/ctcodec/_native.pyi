@@ -6,10 +6,19 @@ import numpy.typing as npt
 
 __version__: str
 
+# (format, num_bits, type, symmetric, strategy, group_size, block_structure, global_scale)
+SpecTuple = tuple[str, int, str, bool, str, int | None, tuple[int, int] | None, float | None]
+
 class CompressedFile:
     """A validated safetensors file whose dense tensors decode one at a time."""
 
-    def __init__(self, path: str | PathLike[str], format: str | None = None, mode: str = "auto") -> None: ...
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        format: str | None = None,
+        mode: str = "auto",
+        schemes: dict[str, SpecTuple] | None = None,
+    ) -> None: ...
     @property
     def format(self) -> str: ...
     @property
@@ -24,17 +33,26 @@ class CompressedFile:
     ) -> tuple[npt.NDArray[np.uint8], list[tuple[int, int, int]]]: ...
 
 def compress_files(
-    jobs: Sequence[tuple[str, str, Sequence[str]]], progress: bool = False, mode: str = "auto"
+    jobs: Sequence[tuple[str, str, dict[str, tuple[SpecTuple | None, str | None, bool]]]],
+    progress: bool = False,
+    mode: str = "auto",
 ) -> list[list[dict]]: ...
 def decompress_files(
-    jobs: Sequence[tuple[str, str]], format: str | None = None, progress: bool = False, mode: str = "auto"
+    jobs: Sequence[tuple[str, str]],
+    format: str | None = None,
+    progress: bool = False,
+    mode: str = "auto",
+    schemes: dict[str, SpecTuple] | None = None,
 ) -> int: ...
 def write_tensors(
     path: str | PathLike[str],
     tensors: Sequence[tuple[str, str, Sequence[int], npt.NDArray[np.uint8]]],
     select: Sequence[bool],
     metadata: Sequence[tuple[str, str]] | None = None,
+    specs: Sequence[SpecTuple | None] | None = None,
+    two_four: bool = False,
 ) -> list[dict]: ...
+def nvfp4_global_scales(path: str | PathLike[str], names: Sequence[str], mode: str = "auto") -> list[float]: ...
 def read_header(
     path: str | PathLike[str], mode: str = "auto"
 ) -> tuple[list[tuple[str, str]] | None, list[tuple[str, str, list[int]]]]: ...

@@ -138,6 +138,8 @@ def compress_checkpoint(
                 if name.endswith(".weight") and is_target(name[: -len(".weight")], shape, targets, ignore)
             }
         jobs.append((os.fspath(shard), os.fspath(dst / shard.name), encodings))
+    if quantize:
+        quantization.share_fused_global_scales(jobs)
     stats = _write_shards(lambda j: _native.compress_files(j, progress), jobs)
 
     summary = _summarize(stats)

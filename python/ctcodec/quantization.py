@@ -163,3 +163,42 @@ def plan(scheme: str | None, group_size: int | None, recipe: Any, targets: list[
     else:
         groups = {"group_0": preset(scheme, targets, group_size)}
     return QuantPlan(groups, ignore, format)
+
+
+# Layers that inference engines fuse into one matmul; NVFP4 gives each fused set one
+# global scale (the smallest of its members', as llm-compressor does), since the fused
+# weight is dequantized with a single one.
+_FUSED = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up",
+          "w1": "w13", "w3": "w13"}
+
+
+def _fused_key(weight_name: str) -> tuple[str, str] | None:
+    module = weight_name[: -len(".weight")]
+    parent, _, leaf = module.rpartition(".")
+    kind = _FUSED.get(leaf)
+    return (parent, kind) if kind else None
+
+
+def share_fused_global_scales(jobs: list[tuple[str, str, dict]]) -> int:
+    """Sets one NVFP4 global scale per fused set (q/k/v, gate/up), across shards, in the
+    jobs' specs; returns how many weights share one."""
+    from . import _native
+
+    scales: dict[str, float] = {}
+    for src, _dst, encodings in jobs:
+        names = [n for n, (spec, _p, _t) in encodings.items() if spec and spec[0] == "nvfp4-pack-quantized"]
+        if names:
+            scales.update(zip(names, _native.nvfp4_global_scales(src, names)))
+    shared: dict[tuple[str, str], float] = {}
+    for name, g in scales.items():
+        key = _fused_key(name)
+        if key is not None:
+            shared[key] = min(g, shared.get(key, g))
+    count = 0
+    for _src, _dst, encodings in jobs:
+        for name, (spec, prune, two_four) in list(encodings.items()):
+            key = _fused_key(name) if name in scales else None
+            if key is not None and key in shared:
+                encodings[name] = (spec[:7] + (shared[key],), prune, two_four)
+                count += 1
+    return count

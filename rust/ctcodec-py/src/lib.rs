@@ -24,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(writer::decompress_files, m)?)?;
     m.add_function(wrap_pyfunction!(writer::write_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(writer::read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(writer::nvfp4_global_scales, m)?)?;
     m.add_function(wrap_pyfunction!(pool::pool_stats, m)?)?;
     Ok(())
 }

@@ -16,6 +16,8 @@ use crate::errors::{run_detached, to_py};
 use crate::progress::bar;
 use crate::reader::{parse_format, read_mode};
 use crate::spec::{parse_prune, parse_schemes, parse_spec, SpecTuple};
+use ctcodec::quant::floats::Compute;
+use ctcodec::quant::params::global_scale;
 
 fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -216,5 +218,43 @@ pub fn read_header(
             .map(|t| (t.name.clone(), t.dtype.name().to_string(), t.shape.clone()))
             .collect();
         Ok((h.metadata.clone(), tensors))
+    })
+}
+
+/// NVFP4 global scales (`448 * 6 / amax`, in compressed-tensors' arithmetic) of the
+/// named bf16/f16/f32 weights of a file, for callers that share one across fused layers.
+#[pyfunction]
+#[pyo3(signature = (path, names, mode="auto"))]
+pub fn nvfp4_global_scales(
+    py: Python<'_>,
+    path: PathBuf,
+    names: Vec<String>,
+    mode: &str,
+) -> PyResult<Vec<f32>> {
+    let mode = read_mode(mode)?;
+    run_detached(py, move || {
+        let file = SafetensorsFile::open(&path, mode)?;
+        names
+            .iter()
+            .map(|name| {
+                let info = file
+                    .header()
+                    .tensors
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .ok_or_else(|| CodecError::tensor(&path, name, "not in the file"))?;
+                let compute = Compute::of(info.dtype).ok_or_else(|| {
+                    CodecError::tensor(
+                        &path,
+                        name,
+                        format!("cannot quantize {} weights", info.dtype),
+                    )
+                })?;
+                let bytes = file.bytes(info)?;
+                let cols = info.shape.last().copied().unwrap_or(1).max(1);
+                let amax = ctcodec::quant::encode::abs_max(&bytes, compute, cols, true);
+                Ok(global_scale(amax, compute))
+            })
+            .collect()
     })
 }
