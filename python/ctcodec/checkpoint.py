@@ -112,7 +112,7 @@ def compress_checkpoint(
     two_four = format is not None and normalize_any(format) == "sparse-24-bitmask"
     if quantize:
         forced = None if two_four else format
-        if forced is not None and not str(forced).endswith("quantized"):
+        if forced is not None and not (str(forced).endswith("quantized") or normalize_any(forced) == "marlin-24"):
             raise CodecError(f"format {format!r} cannot be combined with a quantization scheme")
         plan = quantization.plan(scheme, group_size, recipe, targets, ignore, forced)
     else:
@@ -158,6 +158,13 @@ def compress_checkpoint(
         config["quantization_config"]["sparsity_config"] = _sparsity_config(
             "sparse-24-bitmask", summary.get("pruned_fraction", summary["global_sparsity"]),
             config["quantization_config"]["ignore"], "2:4", targets)
+        summary["skipped"] = plan.skipped
+    elif quantize and "marlin-24" in plan.formats():
+        # marlin-24 is 0.14's 2:4 + int4/int8 layout, recorded with a dense 2:4 sparsity config.
+        config["quantization_config"] = plan.config()
+        config["quantization_config"]["version"] = FORMAT_VERSION
+        config["quantization_config"]["sparsity_config"] = _sparsity_config(
+            "dense", summary.get("pruned_fraction", 0.5), config["quantization_config"]["ignore"], "2:4", targets)
         summary["skipped"] = plan.skipped
     elif quantize:
         config["quantization_config"] = plan.config()

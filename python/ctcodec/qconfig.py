@@ -11,7 +11,7 @@ from .errors import CodecError
 from .schemes import PRESETS, infer_format, normalize_weights, spec_tuple, uses_legacy_packing
 
 QUANT_FORMATS = ("pack-quantized", "naive-quantized", "int-quantized", "float-quantized",
-                 "nvfp4-pack-quantized", "mxfp4-pack-quantized")
+                 "nvfp4-pack-quantized", "mxfp4-pack-quantized", "marlin-24")
 
 
 @dataclass

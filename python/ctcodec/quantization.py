@@ -17,7 +17,8 @@ from .targets import looks_linear
 # The compressed-tensors release whose quantized layouts (dense int32 packing for odd
 # bit widths, per-group `format`) our output follows.
 CT_VERSION = "0.20.0"
-WRITABLE = ("pack-quantized", "naive-quantized", "int-quantized", "float-quantized", "nvfp4-pack-quantized")
+WRITABLE = ("pack-quantized", "naive-quantized", "int-quantized", "float-quantized", "nvfp4-pack-quantized",
+            "marlin-24")
 QUANTIZABLE_DTYPES = ("BF16", "F16", "F32")
 
 
@@ -97,7 +98,7 @@ class QuantPlan:
         """Why a weight cannot take this scheme (compressed-tensors would refuse it), or None."""
         if dtype not in QUANTIZABLE_DTYPES:
             return f"{dtype} weights are not quantized"
-        if len(shape) not in (2, 3) or (len(shape) == 3 and fmt == "nvfp4-pack-quantized"):
+        if len(shape) not in (2, 3) or (len(shape) == 3 and fmt in ("nvfp4-pack-quantized", "marlin-24")):
             return f"shape {list(shape)} is not a linear weight"
         w = normalize_weights(weights)
         gs = w.get("group_size")
@@ -105,6 +106,8 @@ class QuantPlan:
             return f"{shape[-1]} input features are not a multiple of the group size {gs}"
         if w["strategy"] == "block" and len(shape) != 2:
             return "block quantization needs a 2-D weight"
+        if fmt == "marlin-24" and (shape[0] % 64 or shape[-1] % 64):
+            return f"marlin-24 needs both dimensions divisible by 64, not {list(shape)}"
         return None
 
     def encodings(self, tensors: list[tuple[str, str, list[int]]]) -> dict[str, tuple]:

@@ -32,6 +32,7 @@ pub fn parse_spec(t: &SpecTuple) -> Result<QuantSpec, CodecError> {
         "naive-quantized" | "int-quantized" | "float-quantized" => QuantFormat::Naive,
         "nvfp4-pack-quantized" => QuantFormat::Nvfp4,
         "mxfp4-pack-quantized" => QuantFormat::Mxfp4,
+        "marlin-24" => QuantFormat::Marlin24,
         other => {
             return Err(CodecError::Invalid(format!(
                 "unknown quantized format {other:?}"

@@ -136,6 +136,11 @@ fn decode_quant_into(
             ));
         }
     }
+    let meta = parts
+        .marlin_meta
+        .as_ref()
+        .map(|m| file.bytes(m))
+        .transpose()?;
     let global = match &parts.global_scale {
         Some(info) if parts.spec.format == crate::quant::QuantFormat::Nvfp4 => {
             let b = file.bytes(info)?;
@@ -154,10 +159,11 @@ fn decode_quant_into(
             .zip(parts.zero_point.as_ref().map(|z| z.dtype)),
         g_idx: g_idx.as_deref(),
         global_scale: global,
+        meta: meta.as_deref(),
     };
     crate::quant::decode_into(&parts.spec, &parts.dense_shape, &input, split, out)
         .map_err(|e| CodecError::tensor(file.path(), &parts.module, e))?;
-    drop((weight, scale, zero, g_idx));
+    drop((weight, scale, zero, g_idx, meta));
     parts.members().into_iter().for_each(|t| file.release(t));
     Ok(())
 }

@@ -26,6 +26,8 @@ pub struct QuantParts {
     /// For 2:4 weights stacked on naive quantization: `weight` is the `compressed`
     /// values and this is the bitmask; the codes are expanded before dequantizing.
     pub sparse24_mask: Option<TensorInfo>,
+    /// marlin-24's 2:4 index tensor.
+    pub marlin_meta: Option<TensorInfo>,
     /// Parts read while planning (the shape), or that decoding does not need.
     pub consumed: Vec<TensorInfo>,
 }
@@ -38,6 +40,7 @@ impl QuantParts {
         all.extend(self.g_idx.iter());
         all.extend(self.global_scale.iter());
         all.extend(self.sparse24_mask.iter());
+        all.extend(self.marlin_meta.iter());
         all.extend(self.consumed.iter());
         all
     }
@@ -96,10 +99,27 @@ pub fn quant_parts(
                 None => continue,
             }
         };
-        let scale = part("weight_scale")
-            .ok_or_else(|| err(format!("{} weight has no weight_scale", spec.format.name())))?;
+        let scale_name = if spec.format == QuantFormat::Marlin24 {
+            "scale_packed"
+        } else {
+            "weight_scale"
+        };
+        let scale = part(scale_name)
+            .ok_or_else(|| err(format!("{} weight has no {scale_name}", spec.format.name())))?;
+        let marlin_meta = if spec.format == QuantFormat::Marlin24 {
+            Some(part("meta").ok_or_else(|| err("marlin-24 weight has no meta".into()))?)
+        } else {
+            None
+        };
         let dense_shape = match spec.format {
             _ if stacked => stacked_shape.clone().expect("read above"),
+            // meta is [k / 32, 2 n] int16.
+            QuantFormat::Marlin24 => {
+                match marlin_meta.as_ref().map(|m| (m.dtype, m.shape.as_slice())) {
+                    Some((Dtype::I16, [a, b])) => vec![b / 2, a * 32],
+                    _ => return Err(err("marlin-24 meta must be a 2-D I16 tensor".into())),
+                }
+            }
             QuantFormat::Pack { .. } => {
                 let info = part("weight_shape")
                     .ok_or_else(|| err("pack-quantized weight has no weight_shape".into()))?;
@@ -115,7 +135,7 @@ pub fn quant_parts(
             },
         };
         let expect_dtype = match spec.format {
-            QuantFormat::Pack { .. } => Some(Dtype::I32),
+            QuantFormat::Pack { .. } | QuantFormat::Marlin24 => Some(Dtype::I32),
             QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => Some(Dtype::U8),
             QuantFormat::Naive if spec.args.qtype == crate::quant::QType::Float => {
                 Some(Dtype::F8E4M3)
@@ -162,6 +182,7 @@ pub fn quant_parts(
                 g_idx: part("weight_g_idx"),
                 global_scale,
                 sparse24_mask,
+                marlin_meta,
                 consumed,
             },
         );

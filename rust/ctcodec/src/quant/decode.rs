@@ -24,12 +24,15 @@ pub struct DecodeInput<'a> {
     /// `weight_g_idx`: the group of each column (activation order), int32.
     pub g_idx: Option<&'a [u8]>,
     pub global_scale: Option<f32>,
+    /// marlin-24's index tensor.
+    pub meta: Option<&'a [u8]>,
 }
 
 /// The dense dtype a weight decodes to.
 pub fn output_dtype(spec: &QuantSpec, scale_dtype: Dtype) -> Result<Dtype, String> {
     match spec.format {
         QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => Ok(Dtype::Bf16),
+        QuantFormat::Marlin24 => Ok(Dtype::F16),
         _ => Compute::of(scale_dtype)
             .map(Compute::dtype)
             .ok_or_else(|| format!("scale dtype {scale_dtype} is not bf16, f16 or f32")),
@@ -45,6 +48,7 @@ fn check_sizes(
 ) -> Result<(), String> {
     let a = &spec.args;
     let weight_bytes = match spec.format {
+        QuantFormat::Marlin24 => unreachable!("decoded on its own path"),
         QuantFormat::Pack { legacy } => v.rows * 4 * packed_words(v.cols, a.num_bits, legacy),
         QuantFormat::Naive => v.rows * v.cols,
         QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => v.rows * v.cols / 2,
@@ -176,6 +180,23 @@ pub fn decode_into(
     out: &mut [u8],
 ) -> Result<(), String> {
     spec.validate()?;
+    if spec.format == QuantFormat::Marlin24 {
+        if input.scale_dtype != Dtype::F16 {
+            return Err(format!(
+                "marlin-24 scales must be F16, are {}",
+                input.scale_dtype
+            ));
+        }
+        let meta = input.meta.ok_or("marlin-24 weight has no meta")?;
+        return super::marlin24::decode_weight(
+            &spec.args,
+            shape,
+            input.weight,
+            input.scale,
+            meta,
+            out,
+        );
+    }
     let v = view(spec, shape)?;
     check_sizes(spec, shape, &v, input)?;
     let out_dtype = output_dtype(spec, input.scale_dtype)?;
@@ -222,7 +243,7 @@ pub fn decode_into(
         && match spec.format {
             QuantFormat::Pack { .. } => a.num_bits == 4,
             QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => true,
-            QuantFormat::Naive => false,
+            QuantFormat::Naive | QuantFormat::Marlin24 => false,
         };
     let d = Dec {
         spec,

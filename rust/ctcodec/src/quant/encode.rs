@@ -144,6 +144,18 @@ pub fn output_parts(spec: &QuantSpec, dtype: Dtype, shape: &[usize]) -> Result<V
             parts.push(part("weight_global_scale", Dtype::F32, vec![1]));
         }
         QuantFormat::Mxfp4 => return Err("mxfp4 encoding is not supported (decoding is)".into()),
+        QuantFormat::Marlin24 => {
+            let (n, k) = super::marlin24::dims(shape)?;
+            let groups = super::marlin24::scale_groups(a, k);
+            let per_word = (32 / a.num_bits) as usize;
+            parts.push(part(
+                "weight_packed",
+                Dtype::I32,
+                vec![k / 32, n * 16 / per_word],
+            ));
+            parts.push(part("scale_packed", Dtype::F16, vec![groups, n]));
+            parts.push(part("meta", Dtype::I16, vec![k / 32, 2 * n]));
+        }
     }
     Ok(parts)
 }
@@ -342,7 +354,8 @@ fn encode_rows<D: Dt>(e: &Enc, out: &mut [u8], split: bool) -> QParams {
     let rows_per_chunk = (256 * 1024 / e.out_row.max(1)).max(1);
     let cell_chunk = (rows_per_chunk * gc).max(1);
     let avx2 = has_avx2();
-    let job = |(n, ((o, s), z)): (usize, ((&mut [u8], &mut [f32]), &mut [f32]))| {
+    type Chunk<'c> = (usize, ((&'c mut [u8], &'c mut [f32]), &'c mut [f32]));
+    let job = |(n, ((o, s), z)): Chunk| {
         let r0 = n * rows_per_chunk;
         #[cfg(target_arch = "x86_64")]
         if avx2 {
@@ -414,6 +427,9 @@ pub fn encode_into(
     }
     if outs.len() != parts.len() {
         return Err("output parts do not match the format".into());
+    }
+    if spec.format == QuantFormat::Marlin24 {
+        return super::marlin24::encode_weight(&spec.args, dtype, shape, input, outs);
     }
     let global = match spec.format {
         QuantFormat::Nvfp4 => Some(

@@ -63,7 +63,7 @@ impl Dt for Bf16 {
             let b = x.to_bits();
             let r = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
             let n = ((b >> 16) | 0x40) as u16;
-            *o = if x != x { n } else { r };
+            *o = if x.is_nan() { n } else { r };
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod encode;
 pub mod floats;
 mod kernels;
+pub mod marlin24;
 pub mod pack;
 pub mod params;
 mod rows;
@@ -32,6 +33,8 @@ pub enum QuantFormat {
     Nvfp4,
     /// `mxfp4-pack-quantized`: fp4 nibbles with E8M0 exponent scales per 32 columns.
     Mxfp4,
+    /// `marlin-24`: 2:4-sparse int4/int8 in the Marlin kernel's tiled layout (legacy).
+    Marlin24,
 }
 
 impl QuantFormat {
@@ -41,6 +44,7 @@ impl QuantFormat {
             QuantFormat::Naive => "naive-quantized",
             QuantFormat::Nvfp4 => "nvfp4-pack-quantized",
             QuantFormat::Mxfp4 => "mxfp4-pack-quantized",
+            QuantFormat::Marlin24 => "marlin-24",
         }
     }
 }
@@ -69,6 +73,12 @@ impl QuantSpec {
                 a.qtype == QType::Float
                     && a.num_bits == 4
                     && a.strategy == Strategy::TensorGroup(16)
+            }
+            QuantFormat::Marlin24 => {
+                a.qtype == QType::Int
+                    && matches!(a.num_bits, 4 | 8)
+                    && a.symmetric
+                    && matches!(a.strategy, Strategy::Channel | Strategy::Group(128))
             }
             QuantFormat::Mxfp4 => {
                 a.qtype == QType::Float && a.num_bits == 4 && a.strategy == Strategy::Group(32)

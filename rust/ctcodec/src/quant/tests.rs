@@ -43,6 +43,7 @@ fn encode_decode(
         zero_point: zero,
         g_idx: None,
         global_scale: global,
+        meta: None,
     };
     let out_dtype = decode::output_dtype(spec, parts[scale_i].dtype).unwrap();
     let mut out = vec![0u8; xs.len() * out_dtype.bits() / 8];
