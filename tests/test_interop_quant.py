@@ -37,6 +37,8 @@ SCHEMES = [
     ("fp8_block", {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "block", "block_structure": [16, 32]}),
     ("nvfp4", {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "tensor_group", "group_size": 16,
                "scale_dtype": "torch.float8_e4m3fn"}),
+    ("mxfp4", {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "group", "group_size": 32,
+               "scale_dtype": "torch.uint8"}),
 ]
 INT8_ACTS = {"dynamic": True, "num_bits": 8, "strategy": "token", "symmetric": True, "type": "int"}
 # int-quantized (weights with activation quantization) stores codes unpacked in int8.

@@ -18,7 +18,7 @@ from .targets import looks_linear
 # bit widths, per-group `format`) our output follows.
 CT_VERSION = "0.20.0"
 WRITABLE = ("pack-quantized", "naive-quantized", "int-quantized", "float-quantized", "nvfp4-pack-quantized",
-            "marlin-24")
+            "mxfp4-pack-quantized", "marlin-24")
 QUANTIZABLE_DTYPES = ("BF16", "F16", "F32")
 
 
@@ -98,7 +98,8 @@ class QuantPlan:
         """Why a weight cannot take this scheme (compressed-tensors would refuse it), or None."""
         if dtype not in QUANTIZABLE_DTYPES:
             return f"{dtype} weights are not quantized"
-        if len(shape) not in (2, 3) or (len(shape) == 3 and fmt in ("nvfp4-pack-quantized", "marlin-24")):
+        if len(shape) not in (2, 3) or (len(shape) == 3 and fmt in ("nvfp4-pack-quantized", "mxfp4-pack-quantized",
+                                                                     "marlin-24")):
             return f"shape {list(shape)} is not a linear weight"
         w = normalize_weights(weights)
         gs = w.get("group_size")

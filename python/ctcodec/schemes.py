@@ -39,6 +39,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "input_activations": {**_TOKEN_FP8, "group_size": 128, "strategy": "group"},
     },
     "NVFP4A16": {"weights": _w(4, "float", "tensor_group", 16, scale_dtype="torch.float8_e4m3fn")},
+    "MXFP4A16": {"weights": _w(4, "float", "group", 32, scale_dtype="torch.uint8")},
 }
 # Presets whose activations need calibrated static scales, which RTN cannot produce.
 NEEDS_CALIBRATION = {"FP8": "static input scales", "NVFP4": "static input global scales"}

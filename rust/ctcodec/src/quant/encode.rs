@@ -143,7 +143,10 @@ pub fn output_parts(spec: &QuantSpec, dtype: Dtype, shape: &[usize]) -> Result<V
             parts.push(part("weight_scale", Dtype::F8E4M3, sshape));
             parts.push(part("weight_global_scale", Dtype::F32, vec![1]));
         }
-        QuantFormat::Mxfp4 => return Err("mxfp4 encoding is not supported (decoding is)".into()),
+        QuantFormat::Mxfp4 => {
+            parts.push(part("weight_packed", Dtype::U8, vec![v.rows, v.cols / 2]));
+            parts.push(part("weight_scale", Dtype::U8, sshape));
+        }
         QuantFormat::Marlin24 => {
             let (n, k) = super::marlin24::dims(shape)?;
             let groups = super::marlin24::scale_groups(a, k);
@@ -312,6 +315,12 @@ fn encode_chunk<D: Dt>(
                         *o = e2m1_code((x / s).clamp(e.q_min, e.q_max));
                     }
                 }
+                (QuantFormat::Mxfp4, _) => {
+                    // x / scale in the weight's dtype (no fp32 global scale here).
+                    for (o, &x) in c.iter_mut().zip(x) {
+                        *o = e2m1_code(D::round(x / s).clamp(e.q_min, e.q_max));
+                    }
+                }
                 (_, QType::Float) => quantize_fp8::<D>(x, s, z, c),
                 (_, QType::Int) => {
                     quantize_int::<D>(x, s, z, a.symmetric, e.q_min, e.q_max, e.offset, c)
@@ -320,7 +329,7 @@ fn encode_chunk<D: Dt>(
         }
         match e.spec.format {
             QuantFormat::Pack { legacy } => pack_codes(&codes, a.num_bits, legacy, orow),
-            QuantFormat::Nvfp4 => pack_nibbles(&codes, orow),
+            QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => pack_nibbles(&codes, orow),
             _ => orow.copy_from_slice(&codes),
         }
     }
@@ -458,10 +467,10 @@ pub fn encode_into(
         offset,
         global,
         compute,
-        kind: if spec.format == QuantFormat::Nvfp4 {
-            ScaleKind::Fp8
-        } else {
-            ScaleKind::Weight
+        kind: match spec.format {
+            QuantFormat::Nvfp4 => ScaleKind::Fp8,
+            QuantFormat::Mxfp4 => ScaleKind::E8m0,
+            _ => ScaleKind::Weight,
         },
     };
     let qp = with_dt!(compute, D => encode_rows::<D>(&e, first, split));
@@ -469,6 +478,12 @@ pub fn encode_into(
     // Scales, then whatever else the format stores.
     let (scale_out, rest) = rest.split_first_mut().expect("a scale part");
     match spec.format {
+        QuantFormat::Mxfp4 => {
+            // 127 + log2(scale): the f32 exponent field of a power of two.
+            for (o, &s) in scale_out.iter_mut().zip(&qp.scales) {
+                *o = ((s.to_bits() >> 23) & 0xff) as u8;
+            }
+        }
         QuantFormat::Nvfp4 => {
             for (o, &s) in scale_out.iter_mut().zip(&qp.scales) {
                 *o = e4m3_from_f32(s);

@@ -79,6 +79,44 @@ pub enum ScaleKind {
     Weight,
     /// Rounded to float8_e4m3fn (NVFP4 group scales).
     Fp8,
+    /// A power of two stored as an E8M0 exponent (MX formats).
+    E8m0,
+}
+
+/// compressed-tensors' MX scale for a group's largest magnitude, as the float the module
+/// holds (a power of two in the weight's dtype): round |x| to a power of two on its bits
+/// in that dtype (halfway up, for fp4's 1-bit mantissa), take the exponent, subtract
+/// fp4's 2, clamp to a byte, and cast `2^(e - 127)` back; a zero result becomes 1 (the
+/// "eps" of a uint8 scale dtype).
+pub fn mx_scale(max_pos: f32, compute: Compute) -> f32 {
+    let (bits, mantissa, exp_bits): (u32, u32, u32) = match compute {
+        Compute::BF16 => ((max_pos.to_bits() >> 16), 7, 8),
+        Compute::F16 => (half::f16::from_f32(max_pos).to_bits() as u32, 10, 5),
+        Compute::F32 => (max_pos.to_bits(), 23, 8),
+    };
+    let add = 1u32 << (mantissa - 2);
+    let mask = ((1u32 << (exp_bits + 1)) - 1) << mantissa;
+    let p2_bits = bits.wrapping_add(add) & mask;
+    let p2 = match compute {
+        Compute::BF16 => f32::from_bits(p2_bits << 16),
+        Compute::F16 => half::f16::from_bits(p2_bits as u16).to_f32(),
+        Compute::F32 => f32::from_bits(p2_bits),
+    };
+    let e = if p2.is_nan() {
+        return f32::NAN;
+    } else if p2 == 0.0 {
+        0.0
+    } else if p2.is_infinite() {
+        255.0
+    } else {
+        (127.0 + p2.log2().floor() - 2.0).clamp(0.0, 255.0)
+    };
+    let scale = compute.round(2f32.powi(e as i32 - 127));
+    if scale == 0.0 {
+        1.0
+    } else {
+        scale
+    }
 }
 
 /// compressed-tensors' `calculate_qparams`: 0 is always representable, symmetric
@@ -132,7 +170,9 @@ pub fn qparams_into(
     {
         let lo = nan_min(lo, 0.0);
         let hi = nan_max(hi, 0.0);
-        let (mut scale, zero) = if args.symmetric {
+        let (mut scale, zero) = if args.symmetric && kind == ScaleKind::E8m0 {
+            (mx_scale(nan_max(lo.abs(), hi.abs()), compute), 0.0)
+        } else if args.symmetric {
             let max_pos = nan_max(lo.abs(), hi.abs());
             (c(max_pos / c(bit_range / 2.0)), 0.0)
         } else {
@@ -150,6 +190,7 @@ pub fn qparams_into(
                 scale = e4m3_round(scale);
                 0.125
             }
+            ScaleKind::E8m0 => 1.0,
         };
         if scale == 0.0 {
             scale = eps;
