@@ -34,7 +34,7 @@ def run_ct(script: str, *args: str, timeout: int = 600, version: str = VERSION) 
                           env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{script} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
+    return proc.stdout + proc.stderr
 
 
 def reference_compress(dense: Path, modules: list[dict], workdir: Path, version: str = VERSION) -> tuple[Path, Path]:

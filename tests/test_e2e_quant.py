@@ -70,3 +70,42 @@ def test_smollm2_quantized_predicts_like_dense(cache_dir: Path, tmp_path: Path) 
     # but it still models the text (a broken codec lands far above).
     assert abs(losses["W8A16"] - dense) < 0.02 * dense, (dense, losses)
     assert losses["W8A16"] < losses["W4A16"] < dense * 1.4, (dense, losses)
+
+
+# compressed-tensors 0.20 builds the expected parameters on the meta device without
+# packing asymmetric zero points ([out, groups] instead of [out * bits / 32, groups]), so
+# transformers refuses any asymmetric pack-quantized checkpoint, its own included (our
+# tensors equal its compressor's, see test_interop_quant). Kept as a strict xfail.
+CT_META_ZP = pytest.mark.xfail(strict=True, reason="compressed-tensors 0.20 meta path leaves zero points unpacked")
+
+
+@pytest.mark.parametrize("scheme, group", [("W4A16", 64), pytest.param("W4A16_ASYM", 64, marks=CT_META_ZP),
+                                           ("W8A16", 64), ("NVFP4A16", None), ("MXFP4A16", None)])
+def test_transformers_loads_our_checkpoint_through_compressed_tensors(scheme, group, cache_dir: Path, tmp_path: Path):
+    """transformers + compressed-tensors 0.20 load what we write as their own (no missing
+    or unexpected keys) and compute exactly the logits of our dense decompression."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = dense_smollm2_folder(cache_dir)
+    out = tmp_path / "q"
+    ctcodec.compress_checkpoint(src, out, scheme=scheme, group_size=group)
+    logits_path = tmp_path / "ct.pt"
+    log = run_ct("ct_hf_load.py", str(out), str(src), str(logits_path))
+    assert "ok" in log
+    for warning in ("were not used", "newly initialized", "missing", "unexpected"):
+        assert warning not in log.lower(), log
+    dense = tmp_path / "dense"
+    ctcodec.decompress_checkpoint(out, dense)
+    tok = AutoTokenizer.from_pretrained(src)
+    ids = tok("The capital of France is Paris, and the capital of Italy is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours = AutoModelForCausalLM.from_pretrained(dense, dtype=torch.bfloat16)(ids).logits
+    theirs = torch.load(logits_path)
+    if scheme != "NVFP4A16":
+        assert torch.equal(theirs, ours)
+    else:
+        # transformers keeps NVFP4 layers compressed and, asked for bf16, casts the fp32
+        # `weight_global_scale` to bf16 before decompressing on the fly; that rounding
+        # (not our bytes) moves the logits a little.
+        assert (theirs.float() - ours.float()).abs().max() < 0.05 * ours.float().abs().max()
+        assert (theirs.argmax(-1) == ours.argmax(-1)).float().mean() > 0.9
