@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import ctcodec  # noqa: E402
+from common import best, shards  # noqa: E402
 from realdata import dense_smollm2_folder, scaled_checkpoint  # noqa: E402
 
 FORMATS = [  # (scheme, group size) decoded in the decode table
@@ -42,21 +42,6 @@ FORMATS = [  # (scheme, group size) decoded in the decode table
     ("W8A8", None), ("FP8_DYNAMIC", None), ("FP8_BLOCK", None), ("NVFP4A16", None),
 ]
 PAGE = 4096
-
-
-def best(fn, repeat: int, setup=None) -> float:
-    times = []
-    for _ in range(repeat):
-        if setup:
-            setup()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def shards(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.safetensors"))
 
 
 def reshaped_folder(src: Path, dst: Path, cols: int = 1152) -> Path:

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import ctcodec  # noqa: E402
+from common import best, shards  # noqa: E402
 from realdata import pruned_smollm2_folder, scaled_checkpoint  # noqa: E402
 
 PAGE = 4096
@@ -39,22 +39,6 @@ def touch(t: torch.Tensor) -> int:
         return 0
     b = t.reshape(-1).view(torch.uint8)
     return int(b[::PAGE].sum())
-
-
-def best(fn, repeat: int, setup=None) -> float:
-    """Best wall time of `repeat` calls; `setup` (untimed) runs before each."""
-    times = []
-    for _ in range(repeat):
-        if setup:
-            setup()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def shards(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.safetensors"))
 
 
 def dense_bytes(folder: Path) -> int:

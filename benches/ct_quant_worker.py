@@ -19,20 +19,9 @@ from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
 from safetensors.torch import load_file, save_file
 
-
-def observe(w, args):
-    s = args.strategy
-    if s == "tensor":
-        return w.amin(), w.amax()
-    if s == "channel":
-        return w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
-    if s in ("group", "tensor_group"):
-        g = w.unflatten(-1, (w.shape[-1] // args.group_size, args.group_size))
-        return g.amin(dim=-1), g.amax(dim=-1)
-    bh, bw = args.block_structure
-    p = torch.nn.functional.pad(w, (0, (-w.shape[1]) % bw, 0, (-w.shape[0]) % bh))
-    b = p.reshape(p.shape[0] // bh, bh, p.shape[1] // bw, bw)
-    return b.amin(dim=(1, 3)), b.amax(dim=(1, 3))
+# The observer's reduction, shared with the interop tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from ct_reference import observe  # noqa: E402
 
 
 def compress(job, scheme, cls):

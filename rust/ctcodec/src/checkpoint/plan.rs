@@ -171,19 +171,20 @@ fn sparse24_item(
     })
 }
 
-/// The `compressed`, `bitmask` and dense shape of a 2:4 weight, checked against each other.
-pub(crate) fn sparse24_members<'a>(
+/// A sparse weight's `compressed` and `bitmask` tensors and its dense shape (read here,
+/// once, and released: the used-run tracker must see it).
+fn sparse_members<'a>(
     file: &SafetensorsFile,
     module: &str,
     parts: &BTreeMap<&str, &'a TensorInfo>,
+    format: &str,
 ) -> Result<(&'a TensorInfo, &'a TensorInfo, Vec<usize>)> {
-    let path = file.path();
     let need = |part: &str| {
         parts.get(part).copied().ok_or_else(|| {
             CodecError::tensor(
-                path,
+                file.path(),
                 module,
-                format!("sparse-24-bitmask tensor is missing its companion {module}.{part}"),
+                format!("{format} tensor is missing its companion {module}.{part}"),
             )
         })
     };
@@ -192,6 +193,17 @@ pub(crate) fn sparse24_members<'a>(
     let shape_info = need(SHAPE)?;
     let shape = read_shape(file, shape_info)?;
     file.release(shape_info);
+    Ok((compressed, bitmask, shape))
+}
+
+/// The `compressed`, `bitmask` and dense shape of a 2:4 weight, checked against each other.
+pub(crate) fn sparse24_members<'a>(
+    file: &SafetensorsFile,
+    module: &str,
+    parts: &BTreeMap<&str, &'a TensorInfo>,
+) -> Result<(&'a TensorInfo, &'a TensorInfo, Vec<usize>)> {
+    let path = file.path();
+    let (compressed, bitmask, shape) = sparse_members(file, module, parts, "sparse-24-bitmask")?;
     let (rows, cols) =
         crate::sparse24::check_shape(&shape).map_err(|e| CodecError::tensor(path, module, e))?;
     if compressed.shape != [rows, cols / 2] {
@@ -226,20 +238,7 @@ fn bitmask_item(
     parts: &BTreeMap<&str, &TensorInfo>,
 ) -> Result<DenseItem> {
     let path = file.path();
-    let need = |part: &str| {
-        parts.get(part).copied().ok_or_else(|| {
-            CodecError::tensor(
-                path,
-                module,
-                format!("sparse-bitmask tensor is missing its companion {module}.{part}"),
-            )
-        })
-    };
-    let compressed = need(COMPRESSED)?;
-    let bitmask = need(BITMASK)?;
-    let shape_info = need(SHAPE)?;
-    let shape = read_shape(file, shape_info)?;
-    file.release(shape_info); // read once, here; the used-run tracker must see it
+    let (compressed, bitmask, shape) = sparse_members(file, module, parts, "sparse-bitmask")?;
 
     if compressed.shape.len() != 1 {
         return Err(CodecError::tensor(

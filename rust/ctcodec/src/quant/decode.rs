@@ -236,10 +236,10 @@ pub fn decode_into(
         (QuantFormat::Pack { .. }, QType::Int) => Codes::Offset(offset),
         (_, QType::Int) => Codes::Signed,
     };
-    // A 16-entry table of outputs per run pays off for long runs of 4-bit codes.
+    // 4-bit codes go through a 16-entry table of outputs per run (pshufb for 2-byte outputs).
     let nibbles = g_idx.is_none()
         && run % 2 == 0
-        && run >= 64
+        && run >= 16
         && match spec.format {
             QuantFormat::Pack { .. } => a.num_bits == 4,
             QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => true,

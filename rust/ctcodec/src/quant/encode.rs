@@ -357,58 +357,42 @@ fn encode_rows<D: Dt>(e: &Enc, out: &mut [u8], split: bool) -> QParams {
     );
     let fixed = (!per_row).then(|| spanning_qparams::<D>(e, split));
     let gc = e.v.grid_cols;
-    let cells = if per_row { e.v.rows * gc } else { 0 };
+    let rows_per_chunk = (256 * 1024 / e.out_row.max(1)).max(1);
+    let chunk_bytes = rows_per_chunk * e.out_row;
+    // Per-row strategies fill their rows' cells; fixed parameters get one unused cell
+    // per chunk, so both walk the same zipped chunks.
+    let (cells, cell_chunk) = if per_row {
+        (e.v.rows * gc, (rows_per_chunk * gc).max(1))
+    } else {
+        (out.len().div_ceil(chunk_bytes.max(1)), 1)
+    };
     let mut scales = vec![0f32; cells];
     let mut zeros = vec![0f32; cells];
-    let rows_per_chunk = (256 * 1024 / e.out_row.max(1)).max(1);
-    let cell_chunk = (rows_per_chunk * gc).max(1);
     let avx2 = has_avx2();
+    let fixed_ref = fixed.as_ref();
     type Chunk<'c> = (usize, ((&'c mut [u8], &'c mut [f32]), &'c mut [f32]));
     let job = |(n, ((o, s), z)): Chunk| {
         let r0 = n * rows_per_chunk;
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            unsafe { encode_chunk_avx2::<D>(e, r0, o, s, z, fixed.as_ref()) };
+            unsafe { encode_chunk_avx2::<D>(e, r0, o, s, z, fixed_ref) };
             return;
         }
         let _ = avx2;
-        encode_chunk::<D>(e, r0, o, s, z, fixed.as_ref());
+        encode_chunk::<D>(e, r0, o, s, z, fixed_ref);
     };
-    let chunk_bytes = rows_per_chunk * e.out_row;
-    // Empty scale slices pair with every row chunk when the parameters are fixed.
-    let mut empty_s: Vec<&mut [f32]> = Vec::new();
-    let mut empty_z: Vec<&mut [f32]> = Vec::new();
-    let n_chunks = out.len().div_ceil(chunk_bytes.max(1));
-    if !per_row {
-        empty_s = (0..n_chunks).map(|_| <&mut [f32]>::default()).collect();
-        empty_z = (0..n_chunks).map(|_| <&mut [f32]>::default()).collect();
-    }
     if split && crate::parallel::enabled() {
         use rayon::prelude::*;
-        if per_row {
-            out.par_chunks_mut(chunk_bytes)
-                .zip(scales.par_chunks_mut(cell_chunk))
-                .zip(zeros.par_chunks_mut(cell_chunk))
-                .enumerate()
-                .for_each(job);
-        } else {
-            out.par_chunks_mut(chunk_bytes)
-                .zip(empty_s.into_par_iter())
-                .zip(empty_z.into_par_iter())
-                .enumerate()
-                .for_each(job);
-        }
-    } else if per_row {
-        out.chunks_mut(chunk_bytes)
-            .zip(scales.chunks_mut(cell_chunk))
-            .zip(zeros.chunks_mut(cell_chunk))
+        out.par_chunks_mut(chunk_bytes.max(1))
+            .zip(scales.par_chunks_mut(cell_chunk))
+            .zip(zeros.par_chunks_mut(cell_chunk))
             .enumerate()
             .for_each(job);
     } else {
-        out.chunks_mut(chunk_bytes)
-            .zip(empty_s)
-            .zip(empty_z)
+        out.chunks_mut(chunk_bytes.max(1))
+            .zip(scales.chunks_mut(cell_chunk))
+            .zip(zeros.chunks_mut(cell_chunk))
             .enumerate()
             .for_each(job);
     }

@@ -311,6 +311,14 @@ pub fn dequantize_run<D: Dt>(
 #[inline(always)]
 pub fn dequantize_nibbles<D: Dt>(packed: &[u8], table: &[[u8; 4]; 16], out: &mut [u8]) {
     let w = D::BYTES;
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if w == 2 && has_ssse3() {
+        // SAFETY: SSSE3 is present (checked just above).
+        done = unsafe { nibbles_to_u16_ssse3(packed, table, out) };
+    }
+    // The rest (or everything) one byte of codes at a time.
+    let (packed, out) = (&packed[done / (2 * w)..], &mut out[done..]);
     for (o, &b) in out.chunks_exact_mut(2 * w).zip(packed) {
         o[..w].copy_from_slice(&table[(b & 15) as usize][..w]);
         o[w..].copy_from_slice(&table[(b >> 4) as usize][..w]);
@@ -320,6 +328,43 @@ pub fn dequantize_nibbles<D: Dt>(packed: &[u8], table: &[[u8; 4]; 16], out: &mut
         let o = &mut out[last * 2 * w..];
         o.copy_from_slice(&table[(packed[last] & 15) as usize][..w]);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_ssse3() -> bool {
+    std::env::var_os("CTCODEC_NO_SIMD").is_none() && is_x86_feature_detected!("ssse3")
+}
+
+/// 2-byte outputs for 4-bit codes, 16 per step: the 16 table entries split into a
+/// low-byte and a high-byte table, looked up with `pshufb` and interleaved back.
+/// Returns the output bytes written (whole steps only; the caller does the tail).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn nibbles_to_u16_ssse3(packed: &[u8], table: &[[u8; 4]; 16], out: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let mut lo = [0u8; 16];
+    let mut hi = [0u8; 16];
+    for (i, t) in table.iter().enumerate() {
+        lo[i] = t[0];
+        hi[i] = t[1];
+    }
+    let tlo = _mm_loadu_si128(lo.as_ptr() as *const __m128i);
+    let thi = _mm_loadu_si128(hi.as_ptr() as *const __m128i);
+    let mask = _mm_set1_epi8(0x0f);
+    let steps = (out.len() / 32).min(packed.len() / 8);
+    for s in 0..steps {
+        let b = _mm_loadl_epi64(packed.as_ptr().add(8 * s) as *const __m128i);
+        let lo_nib = _mm_and_si128(b, mask);
+        let hi_nib = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
+        // Element order: low nibble of byte 0, high nibble of byte 0, low of byte 1, ...
+        let codes = _mm_unpacklo_epi8(lo_nib, hi_nib);
+        let vlo = _mm_shuffle_epi8(tlo, codes);
+        let vhi = _mm_shuffle_epi8(thi, codes);
+        let dst = out.as_mut_ptr().add(32 * s) as *mut __m128i;
+        _mm_storeu_si128(dst, _mm_unpacklo_epi8(vlo, vhi));
+        _mm_storeu_si128(dst.add(1), _mm_unpackhi_epi8(vlo, vhi));
+    }
+    steps * 32
 }
 
 /// Whether the AVX2 build of the kernels can run here.
@@ -337,6 +382,27 @@ pub fn has_avx2() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nibble_table_lookup_matches_the_plain_loop_at_every_length() {
+        let mut table = [[0u8; 4]; 16];
+        for (i, t) in table.iter_mut().enumerate() {
+            *t = [i as u8 * 3 + 1, 0x80 | i as u8, 0, 0];
+        }
+        let packed: Vec<u8> = (0..64u32).map(|i| (i * 37 + 11) as u8).collect();
+        for n in 0..=100usize {
+            let mut out = vec![0u8; 2 * n];
+            dequantize_nibbles::<Bf16>(&packed, &table, &mut out);
+            for j in 0..n {
+                let code = (packed[j / 2] >> (4 * (j % 2))) & 15;
+                assert_eq!(
+                    &out[2 * j..2 * j + 2],
+                    &table[code as usize][..2],
+                    "n {n} j {j}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn f16_round_matches_half() {
