@@ -236,12 +236,13 @@ pub fn decode_into(
         (QuantFormat::Pack { .. }, QType::Int) => Codes::Offset(offset),
         (_, QType::Int) => Codes::Signed,
     };
-    // 4-bit codes go through a 16-entry table of outputs per run (pshufb for 2-byte outputs).
+    // fp4 codes go through a 16-entry table of outputs per run (pshufb for 2-byte
+    // outputs) when runs are long enough to pay for the table; int4 converts directly.
     let nibbles = g_idx.is_none()
         && run % 2 == 0
-        && run >= 16
+        && run >= 64
         && match spec.format {
-            QuantFormat::Pack { .. } => a.num_bits == 4,
+            QuantFormat::Pack { .. } => false,
             QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => true,
             QuantFormat::Naive | QuantFormat::Marlin24 => false,
         };

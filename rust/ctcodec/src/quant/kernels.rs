@@ -146,7 +146,7 @@ pub fn load_row<D: Dt>(bytes: &[u8], out: &mut [f32]) {
 #[inline(always)]
 pub fn min_max(xs: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if xs.len() >= 16 && std::is_x86_feature_detected!("avx2") {
+    if xs.len() >= 16 && has_avx2() {
         // SAFETY: AVX2 is present (checked just above).
         return unsafe { min_max_avx2(xs) };
     }
@@ -330,9 +330,15 @@ pub fn dequantize_nibbles<D: Dt>(packed: &[u8], table: &[[u8; 4]; 16], out: &mut
     }
 }
 
+/// SIMD allowed at all (`CTCODEC_NO_SIMD` unset), read once: kernels ask per run.
+fn simd_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var_os("CTCODEC_NO_SIMD").is_none())
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_ssse3() -> bool {
-    std::env::var_os("CTCODEC_NO_SIMD").is_none() && is_x86_feature_detected!("ssse3")
+    simd_allowed() && is_x86_feature_detected!("ssse3")
 }
 
 /// 2-byte outputs for 4-bit codes, 16 per step: the 16 table entries split into a
@@ -371,7 +377,7 @@ unsafe fn nibbles_to_u16_ssse3(packed: &[u8], table: &[[u8; 4]; 16], out: &mut [
 pub fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::env::var_os("CTCODEC_NO_SIMD").is_none() && is_x86_feature_detected!("avx2")
+        simd_allowed() && is_x86_feature_detected!("avx2")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

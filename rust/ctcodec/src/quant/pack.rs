@@ -77,11 +77,7 @@ pub fn unpack_codes(packed: &[u8], bits: u32, legacy: bool, out: &mut [u8]) {
     let mask = ((1u32 << bits) - 1) as u8;
     match bits {
         8 => out.copy_from_slice(&packed[..out.len()]),
-        4 => {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = (packed[j / 2] >> ((j & 1) * 4)) & 0xf;
-            }
-        }
+        4 => unpack_nibbles(packed, out),
         _ if legacy => {
             let per = (32 / bits) as usize;
             for (j, o) in out.iter_mut().enumerate() {
@@ -128,10 +124,16 @@ pub fn pack_nibbles(codes: &[u8], out: &mut [u8]) {
     pack_pairs(codes, out);
 }
 
+/// Reads 4-bit codes two per byte (low nibble first); an odd count ends on a low nibble.
+#[inline(always)]
 pub fn unpack_nibbles(packed: &[u8], out: &mut [u8]) {
-    for (p, o) in packed.iter().zip(out.chunks_exact_mut(2)) {
+    let pairs = out.len() / 2;
+    for (p, o) in packed[..pairs].iter().zip(out.chunks_exact_mut(2)) {
         o[0] = p & 0xf;
         o[1] = p >> 4;
+    }
+    if out.len() % 2 == 1 {
+        out[2 * pairs] = packed[pairs] & 0xf;
     }
 }
 
