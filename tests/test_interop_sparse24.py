@@ -108,3 +108,39 @@ def test_quantized_two_four_decodes_like_plain_quantized(tmp_path, scheme):
         assert same_bits(a[k], b[k]), k
     w = a["model.layers.0.mlp.up_proj.weight"].float().view(-1, 4)
     assert ((w != 0).sum(dim=1) <= 2).all()
+
+
+def test_pruned_groups_span_rows_as_compressed_tensors_groups_them(tmp_path):
+    """2:4 groups are 4 consecutive elements of the flattened weight (compressed-tensors'
+    `view(-1, 4)`), so with 6 columns a group spans two rows; pruning and storage agree."""
+    from safetensors.torch import load_file
+
+    w = torch.arange(1, 13, dtype=torch.float32).reshape(2, 6).bfloat16()
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file({"model.layers.0.mlp.up_proj.weight": w}, src / "model.safetensors")
+    (src / "config.json").write_text("{}")
+    out = tmp_path / "out"
+    ctcodec.compress_checkpoint(src, out, format="sparse-24-bitmask", sparsity="2:4")
+    back = dict(ctcodec.decompress_file(out))["model.layers.0.mlp.up_proj.weight"]
+    flat = back.float().view(-1, 4)
+    assert ((flat != 0).sum(dim=1) == 2).all()
+    # Each group keeps its two largest: 3, 4 | 7, 8 | 11, 12.
+    assert flat.tolist() == [[0, 0, 3, 4], [0, 0, 7, 8], [0, 0, 11, 12]]
+    ct_save24({"model.layers.0.mlp.up_proj.weight": back}, tmp_path / "ct.safetensors")
+    theirs, ours = load_file(tmp_path / "ct.safetensors"), load_file(out / "model.safetensors")
+    for k, v in theirs.items():
+        assert torch.equal(ours[k].view(torch.uint8), v.view(torch.uint8)), k
+
+
+def test_asymmetric_codes_are_not_stored_two_four(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(8, 16).bfloat16()}, src / "model.safetensors")
+    (src / "config.json").write_text("{}")
+    recipe = {"config_groups": {"g": {"targets": ["Linear"],
+                                      "weights": {"num_bits": 8, "type": "int", "symmetric": False, "strategy": "channel"},
+                                      "input_activations": {"num_bits": 8, "type": "int", "dynamic": True, "strategy": "token"}}}}
+    with pytest.raises(ctcodec.CodecError, match="symmetric"):
+        ctcodec.compress_checkpoint(src, tmp_path / "out", recipe=recipe, sparsity="2:4", format="sparse-24-bitmask")
+    assert not list((tmp_path / "out").glob("*.safetensors"))

@@ -160,9 +160,9 @@ def compress_checkpoint(
             config["quantization_config"]["ignore"], "2:4", targets)
         summary["skipped"] = plan.skipped
     elif quantize and "marlin-24" in plan.formats():
-        # marlin-24 is 0.14's 2:4 + int4/int8 layout, recorded with a dense 2:4 sparsity config.
+        # marlin-24 is 0.14's 2:4 + int4/int8 layout, recorded with a dense 2:4 sparsity
+        # config. The version stays: it also selects the pack layout of other groups.
         config["quantization_config"] = plan.config()
-        config["quantization_config"]["version"] = FORMAT_VERSION
         config["quantization_config"]["sparsity_config"] = _sparsity_config(
             "dense", summary.get("pruned_fraction", 0.5), config["quantization_config"]["ignore"], "2:4", targets)
         summary["skipped"] = plan.skipped

@@ -12,7 +12,8 @@ from .tensors import nbytes, numel
 
 _PART_SUFFIXES = (".compressed", ".bitmask", ".shape", ".row_offsets")
 _QUANT_SUFFIXES = (".weight", ".weight_packed", ".weight_scale", ".weight_zero_point", ".weight_shape",
-                   ".weight_g_idx", ".weight_global_scale")
+                   ".weight_g_idx", ".weight_global_scale", ".scale_packed", ".meta",  # marlin-24
+                   ".compressed", ".bitmask", ".shape")  # quantized codes stored 2:4
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

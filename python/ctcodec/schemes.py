@@ -89,6 +89,8 @@ def normalize_weights(w: dict[str, Any]) -> dict[str, Any]:
         else:
             raise CodecError(f"invalid group_size {gs}")
     w["strategy"] = str(strategy).lower()
+    if w["strategy"] in ("group", "tensor_group") and (not isinstance(w.get("group_size"), int) or w["group_size"] <= 0):
+        raise CodecError(f"{w['strategy']} strategy needs a positive group_size, not {w.get('group_size')!r}")
     bs = w.get("block_structure")
     if isinstance(bs, str):
         try:
@@ -112,7 +114,7 @@ def infer_format(scheme: dict[str, Any]) -> str:
         return "mxfp8-quantized"
     if typ == "int" and inputs is not None:
         return "int-quantized"
-    if typ == "int" and 1 <= bits <= 8 and not (inputs and inputs.get("type") == "float"):
+    if typ == "int" and 1 <= bits <= 8:
         return "pack-quantized"
     if typ == "float" and inputs is not None:
         return "float-quantized"

@@ -1,5 +1,5 @@
 //! Magnitude pruning of a dense float weight before it is encoded: 2:4 (the 2 largest
-//! of every 4 consecutive elements of a row survive) or unstructured (the smallest
+//! of every 4 consecutive elements, row-major, survive) or unstructured (the smallest
 //! fraction of the whole tensor by |x| is zeroed). Ties keep the earlier element.
 
 use crate::dtype::Dtype;
@@ -13,7 +13,7 @@ pub enum Prune {
 }
 
 /// A pruned copy of a `dtype` tensor with rows of `cols` elements.
-pub fn prune(bytes: &[u8], dtype: Dtype, cols: usize, how: Prune) -> Result<Vec<u8>, String> {
+pub fn prune(bytes: &[u8], dtype: Dtype, how: Prune) -> Result<Vec<u8>, String> {
     let compute = Compute::of(dtype).ok_or_else(|| format!("cannot prune {dtype} weights"))?;
     let width = dtype.bits() / 8;
     let n = bytes.len() / width;
@@ -22,15 +22,14 @@ pub fn prune(bytes: &[u8], dtype: Dtype, cols: usize, how: Prune) -> Result<Vec<
     let mut keep = vec![true; n];
     match how {
         Prune::TwoFour => {
-            for row in keep.chunks_mut(cols.max(1)).zip(values.chunks(cols.max(1))) {
-                let (k, v) = row;
-                for (kg, vg) in k.chunks_mut(4).zip(v.chunks(4)) {
-                    // Indices by |x| descending, earlier first on ties; keep the top two.
-                    let mut order: Vec<usize> = (0..vg.len()).collect();
-                    order.sort_by(|&a, &b| vg[b].abs().total_cmp(&vg[a].abs()).then(a.cmp(&b)));
-                    for &i in order.iter().skip(2) {
-                        kg[i] = false;
-                    }
+            // Groups of 4 consecutive elements of the flattened tensor, as
+            // compressed-tensors' 2:4 masks take them (`view(-1, 4)`).
+            for (kg, vg) in keep.chunks_mut(4).zip(values.chunks(4)) {
+                // Indices by |x| descending, earlier first on ties; keep the top two.
+                let mut order: Vec<usize> = (0..vg.len()).collect();
+                order.sort_by(|&a, &b| vg[b].abs().total_cmp(&vg[a].abs()).then(a.cmp(&b)));
+                for &i in order.iter().skip(2) {
+                    kg[i] = false;
                 }
             }
         }
@@ -39,15 +38,14 @@ pub fn prune(bytes: &[u8], dtype: Dtype, cols: usize, how: Prune) -> Result<Vec<
                 return Err(format!("sparsity {frac} is not a fraction in [0, 1]"));
             }
             let zeros = ((n as f64) * frac as f64).floor() as usize;
-            let mut order: Vec<u32> = (0..n as u32).collect();
+            let mut order: Vec<usize> = (0..n).collect();
             if zeros > 0 && zeros < n {
                 order.select_nth_unstable_by(zeros - 1, |&a, &b| {
-                    let (a, b) = (a as usize, b as usize);
                     values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b))
                 });
             }
             for &i in order.iter().take(zeros) {
-                keep[i as usize] = false;
+                keep[i] = false;
             }
         }
     }
@@ -77,14 +75,14 @@ mod tests {
     #[test]
     fn two_four_keeps_the_two_largest() {
         let v = [1.0, -5.0, 3.0, 0.5, 2.0, 2.0, 2.0, 2.0, 9.0];
-        let out = back(&prune(&f32_bytes(&v), Dtype::F32, 9, Prune::TwoFour).unwrap());
+        let out = back(&prune(&f32_bytes(&v), Dtype::F32, Prune::TwoFour).unwrap());
         assert_eq!(out, vec![0.0, -5.0, 3.0, 0.0, 2.0, 2.0, 0.0, 0.0, 9.0]);
     }
 
     #[test]
     fn unstructured_zeroes_the_smallest_fraction() {
         let v = [0.1, -4.0, 0.3, 2.0, -0.2, 5.0, 0.0, 1.0];
-        let out = back(&prune(&f32_bytes(&v), Dtype::F32, 4, Prune::Unstructured(0.5)).unwrap());
+        let out = back(&prune(&f32_bytes(&v), Dtype::F32, Prune::Unstructured(0.5)).unwrap());
         assert_eq!(out, vec![0.0, -4.0, 0.0, 2.0, 0.0, 5.0, 0.0, 1.0]);
     }
 }

@@ -53,8 +53,7 @@ fn input_bytes<'a>(
         return Ok(bytes);
     };
     let spec = &src.specs()[i];
-    let cols = spec.shape.last().copied().unwrap_or(1);
-    let pruned = prune(&bytes, spec.dtype, cols, how)
+    let pruned = prune(&bytes, spec.dtype, how)
         .map_err(|e| CodecError::tensor(src.path(), &spec.name, e))?;
     Ok(Cow::Owned(pruned))
 }
@@ -397,6 +396,11 @@ fn sparse24_parts(
     let (values_dtype, extra) = match quant {
         None => (*dtype, Vec::new()),
         Some(q) => {
+            if !q.args.symmetric {
+                return Err(
+                    "2:4 storage of quantized codes needs a symmetric scheme (a zero weight must be code 0)".into(),
+                );
+            }
             if q.format != crate::quant::QuantFormat::Naive {
                 return Err(format!(
                     "2:4 storage stacks on int8/fp8 (naive) quantization, not {}",

@@ -168,8 +168,19 @@ pub fn quant_parts(
                 None => return Err(err("nvfp4 weight has no weight_global_scale".into())),
             }
         }
-        output_dtype(spec, scale.dtype)
+        let out_dtype = output_dtype(spec, scale.dtype)
             .map_err(|e| CodecError::tensor(file.path(), &scale.name, e))?;
+        check_stored_shapes(
+            file,
+            module,
+            spec,
+            out_dtype,
+            &dense_shape,
+            weight,
+            &scale,
+            stacked,
+            &part,
+        )?;
         found.insert(
             weight.name.clone(),
             QuantParts {
@@ -196,4 +207,80 @@ pub fn member_names(parts: &BTreeMap<String, QuantParts>) -> HashSet<String> {
         .values()
         .flat_map(|p| p.members().into_iter().map(|t| t.name.clone()))
         .collect()
+}
+
+/// The stored tensors must be exactly what the dense shape implies: a `weight_shape`
+/// that disagrees with `weight_packed` (or would overflow) is refused here, before any
+/// buffer is sized from it; scales and zero points must hold one value per cell.
+#[allow(clippy::too_many_arguments)]
+fn check_stored_shapes(
+    file: &SafetensorsFile,
+    module: &str,
+    spec: &QuantSpec,
+    out_dtype: Dtype,
+    dense: &[usize],
+    weight: &TensorInfo,
+    scale: &TensorInfo,
+    stacked: bool,
+    part: &dyn Fn(&str) -> Option<TensorInfo>,
+) -> Result<()> {
+    let path = file.path();
+    if crate::container::byte_len(out_dtype, dense).is_none() {
+        return Err(CodecError::tensor(
+            path,
+            module,
+            format!("dense shape {dense:?} is too large"),
+        ));
+    }
+    // The part layout depends on the weight's dtype only through the scale dtype.
+    let weight_dtype = match spec.format {
+        QuantFormat::Pack { .. } | QuantFormat::Naive => out_dtype,
+        _ => Dtype::Bf16,
+    };
+    let parts = crate::quant::output_parts(spec, weight_dtype, dense)
+        .map_err(|e| CodecError::tensor(path, module, format!("dense shape {dense:?}: {e}")))?;
+    let want = |suffix: &str| parts.iter().find(|p| p.suffix == suffix);
+    let numel = |shape: &[usize]| shape.iter().product::<usize>();
+    if !stacked && parts[0].shape != weight.shape {
+        return Err(CodecError::tensor(
+            path,
+            &weight.name,
+            format!(
+                "has shape {:?}; dense shape {dense:?} as {} needs {:?}",
+                weight.shape,
+                spec.format.name(),
+                parts[0].shape
+            ),
+        ));
+    }
+    let scale_part = if spec.format == QuantFormat::Marlin24 {
+        "scale_packed"
+    } else {
+        "weight_scale"
+    };
+    if let Some(p) = want(scale_part) {
+        if numel(&p.shape) != scale.numel() {
+            return Err(CodecError::tensor(
+                path,
+                &scale.name,
+                format!(
+                    "has shape {:?}; {} on {dense:?} needs {:?}",
+                    scale.shape, spec.args, p.shape
+                ),
+            ));
+        }
+    }
+    if let (Some(p), Some(z)) = (want("weight_zero_point"), part("weight_zero_point")) {
+        if numel(&p.shape) != z.numel() {
+            return Err(CodecError::tensor(
+                path,
+                &z.name,
+                format!(
+                    "has shape {:?}; {} on {dense:?} needs {:?}",
+                    z.shape, spec.args, p.shape
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

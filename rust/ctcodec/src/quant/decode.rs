@@ -70,6 +70,9 @@ fn check_sizes(
         ));
     }
     if let Some(g_idx) = input.g_idx {
+        if !matches!(a.strategy, Strategy::Group(_) | Strategy::TensorGroup(_)) {
+            return Err(format!("g_idx only goes with group strategies, not {a}"));
+        }
         if g_idx.len() != 4 * v.cols {
             return Err(format!(
                 "g_idx holds {} bytes, needs {} int32 values",

@@ -401,7 +401,21 @@ pub fn decode_weight(
     out: &mut [u8],
 ) -> Result<(), String> {
     let (n, k) = dims(shape)?;
+    if let Strategy::Group(g) = args.strategy {
+        if k % g != 0 {
+            return Err(format!(
+                "{k} input features are not a multiple of the group size {g}"
+            ));
+        }
+    }
     let groups = scale_groups(args, k);
+    if scale.len() != 2 * groups * n {
+        return Err(format!(
+            "scale_packed holds {} bytes; {args} on [{n}, {k}] needs {} fp16 values",
+            scale.len(),
+            groups * n
+        ));
+    }
     let (q, scales) = decode(
         weight,
         scale,
