@@ -121,3 +121,15 @@ def dense_smollm2_folder(cache: Path) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def license_history_text(chars: int = 2400) -> str:
+    """Real English prose nobody here wrote: the history section of the Python license
+    shipped with every CPython (LICENSE.txt in the standard library folder)."""
+    import sysconfig
+
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt").read_text(encoding="utf-8")
+    start = text.find("Python was created")
+    if start < 0:
+        raise RuntimeError("LICENSE.txt has no history section")
+    return " ".join(text[start : start + chars].split())

@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import ctcodec
 from ct_current import run_ct
-from realdata import dense_smollm2_folder
+from realdata import dense_smollm2_folder, license_history_text
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +55,8 @@ def test_smollm2_quantized_predicts_like_dense(cache_dir: Path, tmp_path: Path) 
         ctcodec.compress_checkpoint(src, out, scheme=scheme, group_size=64)
         ctcodec.decompress_checkpoint(out, tmp_path / f"{scheme}-dense")
     tok = AutoTokenizer.from_pretrained(src)
-    # Real text (the opening of the Python license text shipped with CPython's docs).
-    text = (
-        "Python was created in the early 1990s by Guido van Rossum at Stichting Mathematisch "
-        "Centrum in the Netherlands as a successor of a language called ABC. Guido remains "
-        "Python's principal author, although it includes many contributions from others."
-    )
-    ids = tok(text, return_tensors="pt").input_ids
+    # Real text nobody here wrote: the history section of CPython's LICENSE.txt.
+    ids = tok(license_history_text(), return_tensors="pt").input_ids
     dense = _loss(src, ids)
     for scheme in ("W8A16", "W4A16"):
         losses[scheme] = _loss(tmp_path / f"{scheme}-dense", ids)
