@@ -15,7 +15,7 @@ use crate::quant::{self, QuantSpec};
 
 use super::background::{write_in_background, Batch};
 use super::decode::in_file;
-use super::plan::{BITMASK, COMPRESSED, ROW_OFFSETS, SHAPE};
+use super::parts::{BITMASK, COMPRESSED, ROW_OFFSETS, SHAPE};
 use super::schedule::{for_each_job, for_each_tensor};
 use super::source::TensorSource;
 

@@ -5,6 +5,7 @@ mod background;
 mod compress;
 mod decode;
 mod format;
+mod parts;
 mod plan;
 mod quant_plan;
 mod schedule;

@@ -88,7 +88,7 @@ pub fn quant_parts(
                     members.insert(p, *t);
                 }
             }
-            let (values, mask, shape) = super::plan::sparse24_members(file, module, &members)?;
+            let (values, mask, shape) = super::parts::sparse24_members(file, module, &members)?;
             consumed.push(members["shape"].clone());
             sparse24_mask = Some(mask.clone());
             stacked_shape = Some(shape);
@@ -123,7 +123,7 @@ pub fn quant_parts(
             QuantFormat::Pack { .. } => {
                 let info = part("weight_shape")
                     .ok_or_else(|| err("pack-quantized weight has no weight_shape".into()))?;
-                let shape = super::plan::read_shape(file, &info)?;
+                let shape = super::parts::read_shape(file, &info)?;
                 file.release(&info);
                 consumed.push(info);
                 shape
