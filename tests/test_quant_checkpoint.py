@@ -91,11 +91,13 @@ def test_recipe_gives_layers_their_own_schemes(tmp_path: Path) -> None:
             "fp8_head": {"scheme": "FP8_DYNAMIC", "targets": ["model.layers.0.self_attn.o_proj"]},
         },
         "ignore": ["lm_head"],
+        "kv_cache_scheme": {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True},
     }))
     out = tmp_path / "out"
     assert cli(["compress", str(src), str(out), "--recipe", str(recipe), "-q"]) == 0
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["format"] == "mixed-precision"
+    assert qc["kv_cache_scheme"]["num_bits"] == 8 and qc["kv_cache_scheme"]["type"] == "float"
     assert {g: v["format"] for g, v in qc["config_groups"].items()} == {
         "attn": "pack-quantized", "mlp": "pack-quantized", "fp8_head": "float-quantized"}
     stored = load_file(out / "model.safetensors")

@@ -58,10 +58,13 @@ def _recipe_groups(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 class QuantPlan:
     """Which tensors to quantize with which spec, and the config describing it."""
 
-    def __init__(self, groups: dict[str, dict[str, Any]], ignore: list[str], forced_format: str | None):
+    def __init__(self, groups: dict[str, dict[str, Any]], ignore: list[str], forced_format: str | None,
+                 kv_cache_scheme: dict[str, Any] | None = None):
         self.groups = groups
         self.ignore = ignore
         self.forced_format = forced_format
+        # Passed through to config.json: the KV-cache scales are a runtime's business.
+        self.kv_cache_scheme = kv_cache_scheme
         self.used: dict[str, str] = {}  # group name -> format
         self.skipped: list[dict[str, str]] = []
 
@@ -147,7 +150,7 @@ class QuantPlan:
             "format": top,
             "global_compression_ratio": None,
             "ignore": ignore,
-            "kv_cache_scheme": None,
+            "kv_cache_scheme": self.kv_cache_scheme,
             "quant_method": "compressed-tensors",
             "quantization_status": "compressed",
             "sparsity_config": {},
@@ -164,8 +167,8 @@ def plan(scheme: str | None, group_size: int | None, recipe: Any, targets: list[
         data = _load_recipe(recipe)
         groups = _recipe_groups(data)
         ignore = list(dict.fromkeys(ignore + list(data.get("ignore") or [])))
-    else:
-        groups = {"group_0": preset(scheme, targets, group_size)}
+        return QuantPlan(groups, ignore, format, data.get("kv_cache_scheme"))
+    groups = {"group_0": preset(scheme, targets, group_size)}
     return QuantPlan(groups, ignore, format)
 
 
