@@ -87,8 +87,21 @@ pub fn unpack_codes(packed: &[u8], bits: u32, legacy: bool, out: &mut [u8]) {
             }
         }
         _ => {
-            for (j, o) in out.iter_mut().enumerate() {
-                let bit = j * bits as usize;
+            // Whole blocks of 32 codes fill exactly `bits` words: copy one into a padded
+            // buffer and read each code from an unaligned u64, with no bounds test per code.
+            let b = bits as usize;
+            let blocks = out.len() / 32;
+            let mut buf = [0u8; 40];
+            for (k, codes) in out.chunks_exact_mut(32).enumerate() {
+                buf[..4 * b].copy_from_slice(&packed[4 * b * k..4 * b * (k + 1)]);
+                for (j, o) in codes.iter_mut().enumerate() {
+                    let bit = j * b;
+                    let word = u64::from_le_bytes(buf[bit / 8..bit / 8 + 8].try_into().expect("8"));
+                    *o = (word >> (bit % 8)) as u8 & mask;
+                }
+            }
+            for (j, o) in out.iter_mut().enumerate().skip(32 * blocks) {
+                let bit = j * b;
                 let byte = bit / 8;
                 // Up to 8 bits starting anywhere span at most 2 bytes.
                 let lo = packed[byte] as u16;
