@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from compressed_tensors.compressors import BaseCompressor
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
 from safetensors.torch import load_file, save_file
 
-# The observer's reduction, shared with the interop tests.
+# The observer and qparams, shared with the interop tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from ct_reference import observe  # noqa: E402
+from ct_reference import observed_state  # noqa: E402
 
 
 def compress(job, scheme, cls):
@@ -31,16 +30,7 @@ def compress(job, scheme, cls):
     for shard, modules in job["shards"].items():
         state = load_file(Path(job["src"]) / shard)
         for m in modules:
-            w = state.pop(m + ".weight")
-            lo, hi = observe(w, args)
-            sd = {"weight": w}
-            g = None
-            if args.strategy == "tensor_group":
-                g = generate_gparam(w.amin(), w.amax())
-                sd["weight_global_scale"] = g
-            s, z = calculate_qparams(lo, hi, args, global_scale=g)
-            sd["weight_scale"] = s.to(w.dtype)
-            sd["weight_zero_point"] = z
+            sd = observed_state(state.pop(m + ".weight"), args)
             for k, v in cls.compress(sd, scheme).items():
                 state[f"{m}.{k}"] = v.contiguous()
         save_file(state, dst / shard)

@@ -39,6 +39,21 @@ def observe(w: torch.Tensor, args: QuantizationArgs):
     raise ValueError(s)
 
 
+def observed_state(w: torch.Tensor, args: QuantizationArgs) -> dict:
+    """A module's state after a min/max observer: the weight and its qparams."""
+    lo, hi = observe(w, args)
+    state = {"weight": w}
+    global_scale = None
+    if args.strategy == "tensor_group":
+        global_scale = generate_gparam(w.amin(), w.amax())
+        state["weight_global_scale"] = global_scale
+    scale, zero = calculate_qparams(lo, hi, args, global_scale=global_scale)
+    # The module holds its scale in the weight's dtype (fp8 values for NVFP4).
+    state["weight_scale"] = scale.to(w.dtype)
+    state["weight_zero_point"] = zero
+    return state
+
+
 def main() -> None:
     job = json.load(open(sys.argv[1]))
     tensors = load_file(job["input"])
@@ -47,16 +62,7 @@ def main() -> None:
         name, fmt = m["name"], m["format"]
         w = tensors.pop(name + ".weight")
         args = QuantizationArgs(**m["weights"])
-        lo, hi = observe(w, args)
-        state = {"weight": w}
-        global_scale = None
-        if args.strategy == "tensor_group":
-            global_scale = generate_gparam(w.amin(), w.amax())
-            state["weight_global_scale"] = global_scale
-        scale, zero = calculate_qparams(lo, hi, args, global_scale=global_scale)
-        # The module holds its scale in the weight's dtype (fp8 values for NVFP4).
-        state["weight_scale"] = scale.to(w.dtype)
-        state["weight_zero_point"] = zero
+        state = observed_state(w, args)
         scheme = QuantizationScheme(targets=["Linear"], weights=args)
         cls = BaseCompressor.get_value_from_registry(fmt)
         out = cls.compress(state, scheme)
