@@ -14,6 +14,9 @@ _PART_SUFFIXES = (".compressed", ".bitmask", ".shape", ".row_offsets")
 _QUANT_SUFFIXES = (".weight", ".weight_packed", ".weight_scale", ".weight_zero_point", ".weight_shape",
                    ".weight_g_idx", ".weight_global_scale", ".scale_packed", ".meta",  # marlin-24
                    ".compressed", ".bitmask", ".shape")  # quantized codes stored 2:4
+_SPQR_SUFFIXES = (".weight_codes", ".weight_stats", ".weight_second_order", ".weight_perm", ".weight_shape",
+                  ".weight_outlier_row_offsets", ".weight_outlier_col_vals", ".weight_outlier_tile_offsets",
+                  ".weight_outlier_tile_col_vals")
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -32,7 +35,8 @@ def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             dense, count = nbytes(dtype, shape), numel(shape)
             module = name[: -len(".weight")]
             if compressed and module in schemes:
-                parts = {s: stored_by_name[module + s] for s in _QUANT_SUFFIXES if module + s in stored_by_name}
+                suffixes = _SPQR_SUFFIXES if schemes[module][0] == "spqr" else _QUANT_SUFFIXES
+                parts = {s: stored_by_name[module + s] for s in suffixes if module + s in stored_by_name}
                 size = sum(nbytes(d, sh) for d, sh in parts.values())
                 nnz = None
                 formats.add(schemes[module][0].replace("-legacy", ""))

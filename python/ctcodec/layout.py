@@ -83,6 +83,6 @@ def quantization_config(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
     config = read_json(cfg)
     qc = config.get("quantization_config") or config.get("compression_config")
-    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") != "compressed-tensors":
+    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") not in ("compressed-tensors", "ctcodec"):
         return None
     return qc

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .errors import CodecError
+from . import spqr_format
 from .schemes import PRESETS, infer_format, normalize_weights, spec_tuple, uses_legacy_packing
 
 QUANT_FORMATS = ("pack-quantized", "naive-quantized", "int-quantized", "float-quantized",
@@ -20,15 +21,19 @@ class QuantConfig:
     ignore: list[str] = field(default_factory=list)
     format: str | None = None
     version: str | None = None
+    spqr: spqr_format.SpqrParams | None = None
 
     def __bool__(self) -> bool:
-        return any(g.get("weights") for g in self.groups)
+        return self.spqr is not None or any(g.get("weights") for g in self.groups)
 
 
 def parse(qc: dict[str, Any] | None) -> QuantConfig:
     """The quantized part of a `quantization_config` (an empty config when it has none)."""
     if not isinstance(qc, dict):
         return QuantConfig()
+    if spqr_format.is_spqr_config(qc):
+        return QuantConfig(ignore=list(qc.get("ignore") or []), format="spqr", version=qc.get("version"),
+                           spqr=spqr_format.params_from_config(qc))
     groups = []
     for name, g in (qc.get("config_groups") or {}).items():
         if isinstance(g, list):  # {"W4A16": ["Linear"]}: a preset over targets
@@ -104,6 +109,8 @@ def file_schemes(names: Iterable[str], config: QuantConfig, where: str = "") -> 
     schemes = {}
     if not config:
         return schemes
+    if config.spqr is not None:
+        return {m: config.spqr.native() for m in spqr_format.spqr_modules(names)}
     legacy = uses_legacy_packing(config.version)
     for module in quantized_modules(names):
         scheme = scheme_for(module, config)

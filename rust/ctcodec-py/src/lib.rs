@@ -1,10 +1,12 @@
 //! `ctcodec._native`: converts types, releases the GIL, maps errors; nothing else.
 
 mod errors;
+mod packing;
 mod pool;
 mod progress;
 mod reader;
 mod spec;
+mod spqr;
 mod writer;
 
 use pyo3::prelude::*;
@@ -26,5 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(writer::read_header, m)?)?;
     m.add_function(wrap_pyfunction!(writer::nvfp4_global_scales, m)?)?;
     m.add_function(wrap_pyfunction!(pool::pool_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(spqr::spqr_pack, m)?)?;
+    m.add_function(wrap_pyfunction!(packing::pack_int_codes, m)?)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
 use crate::errors::{run_detached, to_py};
-use crate::spec::{parse_schemes, SpecTuple};
+use crate::spec::{parse_schemes, SchemeTuple};
 
 pub fn read_mode(mode: &str) -> PyResult<ReadMode> {
     match mode {
@@ -45,7 +45,7 @@ impl CompressedFile {
         path: PathBuf,
         format: Option<&str>,
         mode: &str,
-        schemes: Option<HashMap<String, SpecTuple>>,
+        schemes: Option<HashMap<String, SchemeTuple>>,
     ) -> PyResult<Self> {
         let format = parse_format(format)?;
         let mode = read_mode(mode)?;

@@ -11,6 +11,7 @@ use ctcodec::CodecError;
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
+use crate::spqr::{parse_spqr, SpqrTuple};
 
 /// `(format, num_bits, type, symmetric, strategy, group_size, block, global_scale)`.
 pub type SpecTuple = (
@@ -96,18 +97,29 @@ pub fn parse_prune(s: &str) -> Result<Prune, CodecError> {
     }
 }
 
+/// One module's scheme: a quantization spec or SpQR params (told apart by length).
+#[derive(FromPyObject)]
+pub enum SchemeTuple {
+    Quant(SpecTuple),
+    Spqr(SpqrTuple),
+}
+
 /// Schemes for the file at `path` (named in errors with the module at fault).
 pub fn parse_schemes(
     path: &Path,
-    schemes: Option<HashMap<String, SpecTuple>>,
+    schemes: Option<HashMap<String, SchemeTuple>>,
 ) -> PyResult<Schemes> {
-    schemes
-        .unwrap_or_default()
-        .iter()
-        .map(|(module, t)| {
-            parse_spec(t)
-                .map(|s| (module.clone(), s))
-                .map_err(|e| to_py(CodecError::tensor(path, module, e.to_string())))
-        })
-        .collect()
+    let mut out = Schemes::default();
+    for (module, t) in schemes.unwrap_or_default() {
+        let at = |e: CodecError| to_py(CodecError::tensor(path, &module, e.to_string()));
+        match &t {
+            SchemeTuple::Quant(t) => {
+                out.quant.insert(module.clone(), parse_spec(t).map_err(at)?);
+            }
+            SchemeTuple::Spqr(t) => {
+                out.spqr.insert(module.clone(), parse_spqr(t).map_err(at)?);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -15,7 +15,7 @@ use pyo3::types::PyDict;
 use crate::errors::{run_detached, to_py};
 use crate::progress::bar;
 use crate::reader::{parse_format, read_mode};
-use crate::spec::{parse_prune, parse_schemes, parse_spec, SpecTuple};
+use crate::spec::{parse_prune, parse_schemes, parse_spec, SchemeTuple, SpecTuple};
 use ctcodec::quant::floats::Compute;
 use ctcodec::quant::params::global_scale;
 
@@ -122,7 +122,7 @@ pub fn decompress_files(
     format: Option<&str>,
     progress: bool,
     mode: &str,
-    schemes: Option<HashMap<String, SpecTuple>>,
+    schemes: Option<HashMap<String, SchemeTuple>>,
 ) -> PyResult<usize> {
     let format = parse_format(format)?;
     let mode = read_mode(mode)?;

@@ -16,6 +16,7 @@ pub mod parallel;
 pub mod prune;
 pub mod quant;
 pub mod sparse24;
+pub mod spqr;
 
 pub use dtype::Dtype;
 pub use error::{CodecError, Result};

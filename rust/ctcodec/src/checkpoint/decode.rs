@@ -84,6 +84,7 @@ fn dense_into(file: &SafetensorsFile, item: &DenseItem, split: bool, out: &mut [
         }
         Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
         Source::Quant(parts) => decode_quant_into(file, parts, split, out),
+        Source::Spqr(parts) => super::spqr_plan::decode_spqr_into(file, parts, split, out),
         Source::Sparse24(parts) => {
             let values = file.bytes(&parts.compressed)?;
             let mask = file.bytes(&parts.bitmask)?;

@@ -10,6 +10,7 @@ mod plan;
 mod quant_plan;
 mod schedule;
 mod source;
+mod spqr_plan;
 
 pub use compress::{compress_to_file, module_of, Encoding, TensorStat};
 pub use decode::{decompress_file, read_dense, read_dense_batch, Slot};
@@ -17,3 +18,4 @@ pub use format::Format;
 pub use plan::{plan, BitmaskParts, DenseItem, Source};
 pub use quant_plan::{QuantParts, Schemes};
 pub use source::{FileSource, MemorySource, TensorSource};
+pub use spqr_plan::SpqrParts;

@@ -11,6 +11,7 @@ use crate::error::{CodecError, Result};
 use super::format::Format;
 use super::parts::{sparse24_members, sparse_members, BITMASK, COMPRESSED, ROW_OFFSETS, SHAPE};
 use super::quant_plan::{member_names, quant_parts, QuantParts, Schemes};
+use super::spqr_plan::{spqr_parts, SpqrParts};
 
 const PARTS: [&str; 4] = [COMPRESSED, BITMASK, SHAPE, ROW_OFFSETS];
 
@@ -29,6 +30,7 @@ pub enum Source {
     Bitmask(Box<BitmaskParts>),
     Quant(Box<QuantParts>),
     Sparse24(Box<Sparse24Parts>),
+    Spqr(Box<SpqrParts>),
 }
 
 /// The companion tensors of one sparse-24-bitmask weight.
@@ -62,12 +64,19 @@ impl BitmaskParts {
 pub fn plan(file: &SafetensorsFile, format: Format, schemes: &Schemes) -> Result<Vec<DenseItem>> {
     let header = file.header();
     let quant = quant_parts(file, schemes)?;
-    let members = member_names(&quant);
+    let spqr = spqr_parts(file, &schemes.spqr)?;
+    let mut members = member_names(&quant);
+    members.extend(
+        spqr.values()
+            .flat_map(|p| p.members().into_iter().map(|t| t.name.clone())),
+    );
     if format == Format::Dense {
         let mut items = Vec::new();
         for t in &header.tensors {
             if let Some(q) = quant.get(&t.name) {
                 items.push(quant_item(file, q)?);
+            } else if let Some(p) = spqr.get(&t.name) {
+                items.push(spqr_item(p));
             } else if !members.contains(&t.name) {
                 items.push(stored(t));
             }
@@ -92,6 +101,10 @@ pub fn plan(file: &SafetensorsFile, format: Format, schemes: &Schemes) -> Result
     for t in &header.tensors {
         if let Some(q) = quant.get(&t.name) {
             items.push(quant_item(file, q)?);
+            continue;
+        }
+        if let Some(p) = spqr.get(&t.name) {
+            items.push(spqr_item(p));
             continue;
         }
         if members.contains(&t.name) {
@@ -138,6 +151,16 @@ fn quant_item(file: &SafetensorsFile, q: &QuantParts) -> Result<DenseItem> {
         shape: q.dense_shape.clone(),
         source: Source::Quant(Box::new(q.clone())),
     })
+}
+
+fn spqr_item(p: &SpqrParts) -> DenseItem {
+    let g = &p.geometry;
+    DenseItem {
+        name: format!("{}.weight", p.module),
+        dtype: g.params.dtype,
+        shape: vec![g.rows, g.cols],
+        source: Source::Spqr(Box::new(p.clone())),
+    }
 }
 
 fn stored(t: &TensorInfo) -> DenseItem {

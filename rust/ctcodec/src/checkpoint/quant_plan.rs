@@ -9,8 +9,13 @@ use crate::error::{CodecError, Result};
 use crate::quant::decode::output_dtype;
 use crate::quant::{QuantFormat, QuantSpec};
 
-/// Each quantized module's scheme, keyed by module path.
-pub type Schemes = HashMap<String, QuantSpec>;
+/// How each compressed module of a file decodes, keyed by module path (resolved from
+/// config.json by the caller).
+#[derive(Clone, Debug, Default)]
+pub struct Schemes {
+    pub quant: HashMap<String, QuantSpec>,
+    pub spqr: HashMap<String, crate::spqr::SpqrParams>,
+}
 
 /// The stored parts of one quantized weight.
 #[derive(Clone, Debug)]
@@ -66,7 +71,7 @@ pub fn quant_parts(
         .map(|t| (t.name.as_str(), t))
         .collect();
     let mut found = BTreeMap::new();
-    for (module, spec) in schemes {
+    for (module, spec) in &schemes.quant {
         let root_name = format!("{module}.{}", root(spec.format));
         let part = |p: &str| {
             by_name
