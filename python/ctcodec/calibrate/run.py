@@ -1,0 +1,224 @@
+"""`compress_calibrated`: GPTQ, SparseGPT (optionally stacked with GPTQ) or SpQR over a
+model folder, calibrated on real text, written as a compressed checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .. import _native, quantization
+from ..checkpoint import DEFAULT_IGNORE, DEFAULT_TARGETS, _copy_other_files, _prepare_output, _write_index
+from ..checkpoint import compress_checkpoint
+from ..errors import CodecError
+from ..layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
+from ..reading import declared_format, declared_quantization
+from ..spqr_format import SpqrParams, pack as spqr_pack
+from ..targets import is_target
+from . import engine, export, gptq, spqr
+from .int_quantizer import IntQuantizer
+from .layerwise import LayerwiseModel
+from .texts import calibration_windows, load_text
+
+ALGORITHMS = ("gptq", "sparsegpt", "spqr")
+
+
+def _parse_sparsity(sparsity) -> tuple[float | None, int, int]:
+    if sparsity is None:
+        return None, 0, 0
+    s = str(sparsity).strip()
+    if ":" in s:
+        n, m = (int(x) for x in s.split(":"))
+        if not 0 < n < m:
+            raise CodecError(f"sparsity {s!r}: need N:M with 0 < N < M (keep N of every M)")
+        return None, m - n, m
+    frac = float(s)
+    if not 0.0 < frac < 1.0:
+        raise CodecError(f"sparsity {frac} is not a fraction in (0, 1)")
+    return frac, 0, 0
+
+
+def compress_calibrated(
+    src_dir: str | os.PathLike,
+    dst_dir: str | os.PathLike,
+    *,
+    algorithm: str = "gptq",
+    scheme: str | None = None,
+    group_size: int | None = None,
+    sparsity: str | float | None = None,
+    spqr_params: SpqrParams | None = None,
+    calib: str | os.PathLike = "python-reference",
+    nsamples: int = 128,
+    seqlen: int = 128,
+    percdamp: float | None = None,
+    act_order: bool | None = None,
+    actorder: str = "weight",
+    outlier_threshold: float = 0.2,
+    simplified_outliers: bool = False,
+    targets: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Compresses a model folder with a calibrated algorithm (see the README):
+
+    - `gptq`: `scheme` (an integer pack-quantized preset such as W4A16, W4A16_ASYM,
+      W8A16; `group_size` overrides) with GPTQ error compensation. With `act_order` and
+      groups, `actorder="weight"` keeps the original column groups (what
+      compressed-tensors >= 0.20 accepts) and `actorder="group"` makes groups in
+      activation order and writes `weight_g_idx` (compressed-tensors <= 0.19, vLLM).
+    - `sparsegpt`: prunes to `sparsity` ("2:4" or a fraction) with SparseGPT; with a
+      `scheme` the kept weights are GPTQ-quantized in the same pass.
+    - `spqr`: SpQR with `spqr_params` (bits, beta1, beta2, statistic bits).
+
+    The model is calibrated one layer at a time on `nsamples` windows of `seqlen` tokens
+    of `calib` (a text file, or "python-reference"); returns a summary with timings."""
+    t_start = time.perf_counter()
+    if algorithm not in ALGORITHMS:
+        raise CodecError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
+    src, dst = Path(src_dir), Path(dst_dir)
+    if not src.is_dir():
+        raise CodecError(f"{src}: not a model folder")
+    if declared_format(src) not in (None, "dense") or declared_quantization(src):
+        raise CodecError(f"{src}: is already compressed")
+    targets = list(DEFAULT_TARGETS if targets is None else targets)
+    ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
+    frac, prune_n, prune_m = _parse_sparsity(sparsity)
+    pruning = frac is not None or prune_n > 0
+    if algorithm == "sparsegpt" and not pruning:
+        raise CodecError("sparsegpt needs a sparsity (2:4 or a fraction)")
+    if algorithm != "sparsegpt" and pruning:
+        raise CodecError("pruning is done by --algorithm sparsegpt")
+    if actorder not in ("weight", "group"):
+        raise CodecError(f"actorder must be weight or group, not {actorder!r}")
+    if algorithm == "spqr" and scheme is not None:
+        raise CodecError("SpQR has its own parameters; give no scheme")
+    if algorithm == "gptq" and scheme is None:
+        raise CodecError("gptq needs a scheme (e.g. W4A16)")
+
+    shards = shard_paths(src)
+    headers = {s: _native.read_header(os.fspath(s))[1] for s in shards}
+    plan = None
+    quantizers: dict[str, IntQuantizer] = {}
+    weights: dict[str, tuple] = {}  # weight name -> (shape, dtype)
+    if scheme is not None:
+        plan = quantization.plan(scheme, group_size, None, targets, ignore, None)
+        for tensors in headers.values():
+            dtypes = {n: d for n, d, _s in tensors}
+            for name, spec in plan.encodings(tensors).items():
+                fmt, bits, qtype, symmetric, strategy, gsize = spec[:6]
+                if fmt != "pack-quantized" or qtype != "int" or strategy not in ("group", "channel"):
+                    raise CodecError(f"{algorithm} writes integer pack-quantized schemes (W4A16, W8A16, ...), "
+                                     f"not {scheme} ({fmt}, {qtype} {strategy})")
+                quantizers[name] = IntQuantizer(bits, symmetric, gsize if strategy == "group" else None,
+                                                getattr(torch, {"BF16": "bfloat16", "F16": "float16"}.get(dtypes[name], "float32")))
+    else:
+        for tensors in headers.values():
+            for name, dtype, shape in tensors:
+                if name.endswith(".weight") and len(shape) == 2 and dtype in ("BF16", "F16", "F32") \
+                        and is_target(name[: -len(".weight")], shape, targets, ignore):
+                    quantizers[name] = None
+    if not quantizers:
+        raise CodecError(f"{src}: no weight matches the targets")
+
+    lw = LayerwiseModel(src)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    windows = calibration_windows(tokenizer, load_text(calib), nsamples, seqlen, seed)
+    if act_order is None:
+        act_order = algorithm == "spqr"
+    if percdamp is None:
+        percdamp = 1.0 if algorithm == "spqr" else 0.01
+    if algorithm == "spqr":
+        spqr_params = spqr_params or SpqrParams(dtype=str(lw.dtype).replace("torch.", ""))
+        if spqr_params.dtype != str(lw.dtype).replace("torch.", ""):
+            spqr_params = SpqrParams(**{**spqr_params.__dict__, "dtype": str(lw.dtype).replace("torch.", "")})
+
+    replaced: dict[str, list] = {}
+    dense: dict[str, torch.Tensor] = {}
+    counts = {"weights": 0, "params": 0, "outliers": 0, "pruned": 0}
+
+    def solve(module: str, weight: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+        name = f"{module}.weight"
+        counts["weights"] += 1
+        counts["params"] += weight.numel()
+        if algorithm == "spqr":
+            r = spqr.solve(weight, H, spqr_params, percdamp=percdamp, outlier_threshold=outlier_threshold,
+                           act_order=act_order, simplified_outliers=simplified_outliers)
+            counts["outliers"] += len(r.outlier_rows)
+            replaced[name] = spqr_pack(spqr_params, module, r.codes.numpy(), r.scale_codes.numpy(),
+                                       r.zero_codes.numpy(), r.second_order.numpy(), r.perm.numpy(),
+                                       r.outlier_rows.numpy(), r.outlier_cols.numpy(), r.outlier_values.numpy())
+            return r.weight
+        q = quantizers[name]
+        r = gptq.solve(weight, H, q, percdamp=percdamp, act_order=bool(act_order),
+                       static_groups=actorder == "weight", sparsity=frac,
+                       prune_n=prune_n, prune_m=prune_m)
+        counts["pruned"] += r.pruned
+        if q is None:
+            dense[name] = r.weight.to(lw.dtype)
+        else:
+            replaced[name] = export.pack_quantized(module, r, q.num_bits, q.symmetric, q.dtype)
+        return r.weight
+
+    log = print if progress else (lambda s: None)
+    t0 = time.perf_counter()
+    engine.calibrate(lw, windows, lambda module, _shape: f"{module}.weight" in quantizers, solve, log)
+    calib_seconds = time.perf_counter() - t0
+    missing = sorted(set(quantizers) - set(replaced) - set(dense))
+    if missing:
+        raise CodecError(f"{len(missing)} targeted weights are outside the model's layers "
+                         f"(e.g. {missing[0]!r}); add them to ignore")
+
+    _prepare_output(src, dst, overwrite)
+    summary = {"algorithm": algorithm, "calibration_seconds": calib_seconds, "nsamples": nsamples,
+               "seqlen": seqlen, "weights": counts["weights"]}
+    config = read_json(src / CONFIG_NAME)
+    if algorithm == "sparsegpt" and plan is None:
+        # Pruned only: write the pruned dense model, then store it losslessly sparse.
+        with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+            tmp = Path(tmp)
+            export.write_checkpoint(src, tmp, {}, dense)
+            _write_index(src, tmp, shards)
+            write_json_atomic(tmp / CONFIG_NAME, config)
+            _copy_other_files(src, tmp, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+            fmt = "sparse-24-bitmask" if (prune_n, prune_m) == (2, 4) else "sparse-bitmask"
+            inner = compress_checkpoint(tmp, dst, fmt, targets=targets, ignore=ignore, overwrite=True)
+        summary.update(format=fmt, bytes_out=inner["bytes_out"], pruned_fraction=counts["pruned"] / counts["params"])
+    else:
+        stats = export.write_checkpoint(src, dst, replaced, {})
+        _write_index(src, dst, shards)
+        if algorithm == "spqr":
+            share = counts["outliers"] / counts["params"]
+            config["quantization_config"] = spqr_params.config(
+                ignore=ignore, outlier_fraction=share, average_bits=spqr_params.average_bits(share),
+                calibration={"algorithm": "spqr", "nsamples": nsamples, "seqlen": seqlen, "percdamp": percdamp,
+                             "outlier_threshold": outlier_threshold, "act_order": bool(act_order),
+                             "simplified_outliers": simplified_outliers})
+            summary.update(average_bits=spqr_params.average_bits(share), outlier_fraction=share)
+        else:
+            for g in plan.groups.values():
+                if act_order and g["weights"].get("strategy") == "group":
+                    g["weights"]["actorder"] = actorder
+                g["weights"]["observer"] = "minmax"
+            config["quantization_config"] = plan.config()
+            summary["skipped"] = plan.skipped
+            if pruning:
+                config["quantization_config"]["sparsity_config"] = {
+                    "format": "dense", "global_sparsity": counts["pruned"] / counts["params"],
+                    "ignore": config["quantization_config"]["ignore"], "registry_requires_subclass": False,
+                    "sparsity_structure": f"{prune_m - prune_n}:{prune_m}" if prune_n else "unstructured",
+                    "targets": targets}
+                summary["pruned_fraction"] = counts["pruned"] / counts["params"]
+        write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
+        _copy_other_files(src, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+        summary["bytes_out"] = sum(s["bytes_out"] for s in stats)
+    summary["seconds"] = time.perf_counter() - t_start
+    return summary
