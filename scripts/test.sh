@@ -7,4 +7,4 @@ cargo test --workspace -q
 .venv/bin/python -m pytest -q "$@"
 # The same suites again through the fallback I/O paths (positioned reads and writes
 # instead of mmap), which network filesystems and filesystems without fallocate use.
-CTCODEC_NO_MMAP=1 .venv/bin/python -m pytest -q -m "not slow" -p no:cacheprovider "$@"
+CTCODEC_NO_MMAP=1 .venv/bin/python -m pytest -q -m "not slow" -p no:cacheprovider tests "$@"

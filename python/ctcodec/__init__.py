@@ -7,6 +7,16 @@ from .inspect import inspect_checkpoint
 from .reading import decompress_file, load_compressed
 from .writing import save_compressed
 
+
+def __getattr__(name):
+    # torch-dependent parts load on first use, so the codec imports without torch.
+    if name in ("load_model", "replace_modules", "CompressedLinear"):
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'ctcodec' has no attribute {name!r}")
+
+
 __all__ = [
     "CodecError",
     "__version__",
@@ -14,6 +24,8 @@ __all__ = [
     "decompress_checkpoint",
     "decompress_file",
     "inspect_checkpoint",
+    "load_model",
+    "replace_modules",
     "load_compressed",
     "save_compressed",
 ]

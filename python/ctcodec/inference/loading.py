@@ -1,0 +1,138 @@
+"""Building a transformers model straight from a compressed checkpoint: linear layers
+whose format has a kernel (pack-quantized integers, SpQR) become `CompressedLinear`
+modules filled with the stored tensors; every other tensor is decoded by ctcodec (one
+at a time) into the model. No dense copy of a compressed weight is ever made."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+
+from .. import _native, qconfig
+from ..errors import CodecError
+from ..layout import shard_paths
+from ..reading import declared_format, declared_quantization, shard_schemes
+from ..tensors import from_raw
+from .linear import PACK_PARTS, SPQR_PARTS, CompressedLinear
+
+
+def _kernel_modules(schemes: dict[str, tuple]) -> dict[str, tuple[str, dict]]:
+    """Modules whose scheme a CompressedLinear holds: module -> (kind, params)."""
+    out = {}
+    for module, spec in schemes.items():
+        if spec[0] == "spqr":
+            _f, bits, beta1, beta2, qs, qz, _dt = spec
+            out[module] = ("spqr", {"bits": bits, "beta1": beta1, "beta2": beta2, "qq_scale_bits": qs,
+                                    "qq_zero_bits": qz})
+        elif spec[0] == "pack-quantized" and spec[2] == "int" and spec[4] in ("group", "channel"):
+            out[module] = ("pack", {"num_bits": spec[1], "symmetric": spec[3],
+                                    "group_size": spec[5] if spec[4] == "group" else None})
+    return out
+
+
+def _set_tensor(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> bool:
+    owner, _, leaf = name.rpartition(".")
+    try:
+        mod = model.get_submodule(owner) if owner else model
+    except AttributeError:
+        return False
+    if leaf in mod._parameters:
+        old = mod._parameters[leaf]
+        mod._parameters[leaf] = torch.nn.Parameter(tensor.to(old.dtype), requires_grad=False)
+        return True
+    if leaf in mod._buffers:
+        mod._buffers[leaf] = tensor.to(mod._buffers[leaf].dtype)
+        return True
+    return False
+
+
+def _checkpoint_to_model_names(model: torch.nn.Module, names) -> dict[str, str]:
+    """Checkpoint tensor names -> the model's, which may lack (or add) a base-model
+    prefix such as `bert.` or `model.`."""
+    own = set(model.state_dict().keys()) | {n for n, _ in model.named_modules()}
+    prefix = getattr(model, "base_model_prefix", "")
+    out = {}
+    for n in names:
+        for cand in (n, n[len(prefix) + 1:] if prefix and n.startswith(prefix + ".") else None,
+                     f"{prefix}.{n}" if prefix else None):
+            owner = cand.rpartition(".")[0] if cand else None
+            if cand and (cand in own or owner in own):
+                out[n] = cand
+                break
+    return out
+
+
+def replace_modules(model: torch.nn.Module, path: str | os.PathLike) -> int:
+    """Swaps the linear layers of `model` that `path` stores in a kernel format for
+    CompressedLinear modules holding the stored tensors, and loads every other tensor of
+    the checkpoint (decoded by ctcodec where compressed) into `model`. Returns the
+    number of compressed modules."""
+    quant = declared_quantization(path)
+    fmt = declared_format(path)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    swapped = 0
+    for shard in shard_paths(path):
+        schemes = shard_schemes(shard, quant) or {}
+        kernel = _kernel_modules(schemes)
+        others = {m: s for m, s in schemes.items() if m not in kernel}
+        reader = _native.CompressedFile(os.fspath(shard), fmt, "auto", others or None)
+        entries = reader.entries()
+        names = _checkpoint_to_model_names(model, [e[0] for e in entries] + [f"{m}.weight" for m in kernel])
+        modules = {}
+        for module, (kind, params) in kernel.items():
+            target = names.get(f"{module}.weight", f"{module}.weight").rpartition(".")[0]
+            old = model.get_submodule(target)
+            if not isinstance(old, (torch.nn.Linear, CompressedLinear)):
+                raise CodecError(f"{shard}: module {module!r} is a {type(old).__name__}, not a Linear layer")
+            new = CompressedLinear(old.in_features, old.out_features, kind, params, old.bias is not None, dtype)
+            parent, _, leaf = target.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, new)
+            modules[module] = new
+            swapped += 1
+        wanted = PACK_PARTS + SPQR_PARTS
+        for i, (name, dtype_name, shape, _c) in enumerate(entries):
+            module, _, part = name.rpartition(".")
+            raw = reader.read(i)
+            tensor = from_raw(raw, dtype_name, shape, "torch").clone()
+            if module in modules and part in wanted:
+                modules[module].set_part(part, tensor)
+            elif not _set_tensor(model, names.get(name, name), tensor):
+                if module in modules and part == "bias":
+                    modules[module].bias = torch.nn.Parameter(tensor.to(dtype), requires_grad=False)
+                else:
+                    raise CodecError(f"{shard}: tensor {name!r} has no place in {type(model).__name__}")
+    return swapped
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+               causal: bool | None = None):
+    """A transformers model built from `path`'s config.json with empty weights, its
+    linear layers in kernel formats swapped for CompressedLinear and every other tensor
+    loaded from the checkpoint; moved to `device` (CUDA runs the Triton kernels)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    path = Path(path)
+    config = AutoConfig.from_pretrained(path)
+    config = copy.deepcopy(config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # our modules, not transformers' quantizers
+    dtype = dtype or getattr(config, "torch_dtype", None) or torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if causal is None:
+        causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    auto = AutoModelForCausalLM if causal else AutoModel
+    with init_empty_weights():  # parameters on the meta device; buffers (rotary tables) real
+        model = auto.from_config(config, torch_dtype=dtype)
+    replace_modules(model, path)
+    if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
+        model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise CodecError(f"{path}: the checkpoint has no tensor for {missing[0]!r} ({len(missing)} missing)")
+    model.eval()
+    return model.to(device) if device is not None else model
