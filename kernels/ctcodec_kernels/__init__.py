@@ -1,15 +1,49 @@
-"""ctcodec-kernels: Triton kernels over ctcodec's formats.
+"""ctcodec-kernels: Triton GPU kernels over ctcodec's checkpoint formats.
 
-Nothing here yet: the dequant GEMM, SpQR matvec and on-GPU decompression arrive with the
-GPU issue. The package already imports on machines without a GPU or Triton, as the
-kernels will have to: Triton is imported lazily, inside the functions that need it.
+- W4A16 / W8A16 matmul straight from compressed-tensors' pack-quantized tensors:
+  `prepare` (a one-time exact repack) then `quant_matmul` (GEMV, split-K or tiled
+  tensor-core path, chosen by M); `dequantize` gives the dense weight the paths use.
+- sparse-bitmask and sparse-24-bitmask decompression on the device, from device tensors
+  or from host tensors (only the compressed bytes cross the bus).
+
+Importing this package needs neither a GPU nor Triton (nor torch): names are loaded on
+first use, and `available()` says whether the kernels can run here.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+
+from ._runtime import available, interpreting, triton_available
+
+_LAZY = {
+    "PreparedWeight": "repack",
+    "prepare": "repack",
+    "quant_matmul": "matmul",
+    "dequant_matmul": "matmul",
+    "choose_path": "matmul",
+    "dequantize": "decode",
+    "decompress_bitmask": "bitmask",
+    "decompress_sparse24": "bitmask",
+    "decompress_bitmask_from_host": "bitmask",
+    "decompress_sparse24_from_host": "bitmask",
+}
+
+__all__ = ["available", "interpreting", "triton_available", *_LAZY]
 
 
-def triton_available() -> bool:
-    """True when Triton can be imported (it is optional until a kernel is called)."""
-    import importlib.util
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    except ImportError as e:
+        raise ImportError(f"{__name__}.{name} needs torch and Triton "
+                          f"(pip install 'ctcodec-kernels[gpu]'): {e}") from e
+    globals()[name] = value
+    return value
 
-    return importlib.util.find_spec("triton") is not None
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,90 @@
+"""Tensor-core paths (M >= 2): tiles of W are dequantized to the activation dtype (exactly
+ctcodec's decode) and multiplied with tl.dot, accumulating in fp32.
+
+One kernel serves both the tiled GEMM (large M, one program per output tile) and split-K
+(small M, where output tiles are too few to fill the GPU: programs also split K, write
+fp32 partial sums, and `sum_splits_kernel` adds them in a fixed order, so results are
+deterministic). A block of the kernel layout is 32 words per row; code i of those words
+covers 32 consecutive columns, so each block is PPW dots of K = 32.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .dequant_math import code_floats, dequant_slice, round_to, zero_codes
+
+
+@triton.jit
+def dot_kernel(
+    x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, out_ptr,
+    M, N, K, NBLK, BLK_PER_SPLIT, stride_xm, stride_qn, stride_om, stride_os,
+    BITS: tl.constexpr, GROUP: tl.constexpr, RUN: tl.constexpr,
+    HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
+    PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    PPW: tl.constexpr = 32 // BITS
+    KB: tl.constexpr = 32 * PPW
+    # Programs walk output tiles GROUP_M rows of tiles at a time, so tiles running
+    # together share their weight columns in L2.
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * grid_n
+    first_m = (pid // width) * GROUP_M
+    rows_here = tl.minimum(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % rows_here
+    pid_n = (pid % width) // rows_here
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rj = tl.arange(0, 32)
+    m_ok = rm < M
+    n_ok = rn < N
+    x_rows = x_ptr + rm[:, None] * stride_xm
+    w_ptrs = qw_ptr + rn[None, :] * stride_qn + rj[:, None]  # [32, BLOCK_N]: 128 contiguous bytes per row
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    lo = tl.program_id(1) * BLK_PER_SPLIT
+    hi = tl.minimum(lo + BLK_PER_SPLIT, NBLK)
+    for blk in range(lo, hi):
+        words = tl.load(w_ptrs + blk * 32, mask=n_ok[None, :], other=0)
+        scale = tl.zeros([BLOCK_N], dtype=tl.float32)
+        zero = tl.zeros([BLOCK_N], dtype=tl.float32)
+        low, high = code_floats(words, BITS)
+        for i in tl.static_range(PPW):
+            if i % RUN == 0:  # a new group starts at this code position
+                g_off = ((blk * KB + i * 32) // GROUP) * N
+                scale = tl.load(s_ptr + g_off + rn, mask=n_ok, other=0.0).to(tl.float32)
+                zero = zero_codes(z_ptr + g_off + rn, n_ok, HAS_ZP, BITS)
+            w = dequant_slice(low, high, i, zero[None, :], scale[None, :], BITS)  # [32, BLOCK_N] fp32
+            col = blk * KB + i * 32 + rj
+            if HAS_PERM:
+                src = tl.load(perm_ptr + col)
+                xs = tl.load(x_rows + src[None, :], mask=m_ok[:, None] & (src[None, :] >= 0), other=0.0)
+            else:
+                xs = tl.load(x_rows + col[None, :], mask=m_ok[:, None] & (col[None, :] < K), other=0.0)
+            w = round_to(w, xs.dtype, INTERPRET)  # rounded once: the decoded weight
+            if INTERPRET:  # interpreter: numpy has no bf16 matmul; fp32 of 16-bit values is exact
+                acc = tl.dot(xs.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(xs, w, acc)
+    out_ok = m_ok[:, None] & n_ok[None, :]
+    if PARTIAL:
+        out = out_ptr + tl.program_id(1) * stride_os + rm[:, None] * stride_om + rn[None, :]
+        tl.store(out, acc, mask=out_ok)
+    else:
+        out = out_ptr + rm[:, None] * stride_om + rn[None, :]
+        tl.store(out, round_to(acc, out_ptr.dtype.element_ty, INTERPRET), mask=out_ok)
+
+
+@triton.jit
+def sum_splits_kernel(p_ptr, y_ptr, MN, SPLITS, BLOCK: tl.constexpr, INTERPRET: tl.constexpr):
+    """y = sum over splits of the fp32 partials [SPLITS, M*N], in split order, rounded once."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < MN
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for s in range(SPLITS):
+        acc += tl.load(p_ptr + s * MN + offs, mask=ok, other=0.0)
+    tl.store(y_ptr + offs, round_to(acc, y_ptr.dtype.element_ty, INTERPRET), mask=ok)

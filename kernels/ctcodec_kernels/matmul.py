@@ -1,0 +1,137 @@
+"""y = x @ W.T for a pack-quantized W (W4A16 / W8A16): picks the path by M and launches it.
+
+- M == 1: GEMV (gemv.py), CUDA cores, memory-bound.
+- 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py).
+- M > 32: tiled tensor-core GEMM (gemm.py; it too splits K when its tiles cannot fill
+  the GPU).
+All accumulate in fp32 and round the output once to x's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from ._runtime import interpreting, on_device, require_runtime, sm_count
+from .gemm import dot_kernel, sum_splits_kernel
+from .gemv import gemv_kernel
+from .repack import PreparedWeight, prepare
+from .tuning import TUNERS, Config
+
+PATHS = ("gemv", "splitk", "tiled")
+SPLIT_K_MAX_M = 32
+
+
+def choose_path(m: int) -> str:
+    return "gemv" if m == 1 else "splitk" if m <= SPLIT_K_MAX_M else "tiled"
+
+
+def _optional(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
+    # Absent tensors are never read (their constexpr flag is off); any pointer will do.
+    return dummy if t is None else t
+
+
+def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config) -> None:
+    grid = (triton.cdiv(w.n, cfg.block_n),)
+    gemv_kernel[grid](
+        x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), y,
+        w.n, w.k, w.blocks, w.qweight.stride(0),
+        BITS=w.num_bits, GROUP=w.group, RUN=w.run, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
+        BLOCK_N=cfg.block_n, UNROLL=cfg.unroll, INTERPRET=interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+
+def split_count(tiles: int, blocks: int, sms: int) -> tuple[int, int]:
+    """(splits, blocks per split): about two programs per SM when output tiles are fewer
+    than SMs, never an empty split."""
+    if tiles >= sms:
+        return 1, blocks
+    want = max(1, min(-(-2 * sms // tiles), blocks))
+    per = -(-blocks // want)
+    return -(-blocks // per), per
+
+
+def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config) -> None:
+    m = x2.shape[0]
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(w.n, cfg.block_n)
+    splits, per = (1, w.blocks)
+    if cfg.split:
+        splits, per = split_count(tiles, w.blocks, sm_count(y.device.index or 0))
+    out = y if splits == 1 else torch.empty(splits, m, w.n, dtype=torch.float32, device=y.device)
+    dot_kernel[(tiles, splits)](
+        x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
+        m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
+        BITS=w.num_bits, GROUP=w.group, RUN=w.run, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
+        INTERPRET=interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    if splits > 1:
+        block = 1024
+        sum_splits_kernel[(triton.cdiv(m * w.n, block),)](out, y, m * w.n, splits, BLOCK=block,
+                                                         INTERPRET=interpreting(),
+                                                         num_warps=4)
+
+
+def _tuning_key(path: str, m: int, w: PreparedWeight, x: torch.Tensor) -> tuple:
+    m_bucket = 1 << (m - 1).bit_length()
+    return (path, m_bucket, w.n, w.k_padded, w.num_bits, w.group, w.zeros is not None, w.perm is not None,
+            x.dtype, x.device.index)
+
+
+def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
+                 config: Config | None = None) -> torch.Tensor:
+    """y = x @ W.T for x [..., k] in fp16 or bf16; returns [..., n] in x's dtype.
+
+    `path` ("gemv", "splitk", "tiled") and `config` force a kernel and its tile sizes
+    (tests and benchmarks); by default the path follows M and the config is tuned once
+    per shape. The first call for a shape times configs: make it outside CUDA graph
+    capture (during capture the first config of the list is used)."""
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"x must be float16 or bfloat16, got {x.dtype}")
+    if x.shape[-1] != w.k:
+        raise ValueError(f"x has {x.shape[-1]} columns, the weight {w.k}")
+    if x.device != w.device:
+        raise ValueError(f"x is on {x.device}, the weight on {w.device}")
+    require_runtime(x)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, w.k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    y = torch.empty(m, w.n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y.reshape(*lead, w.n)
+    path = path or choose_path(m)
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r} (one of {PATHS})")
+    if path == "gemv" and m != 1:
+        raise ValueError(f"the gemv path takes one row of x, got {m}")
+    launch = _launch_gemv if path == "gemv" else _launch_dot
+    # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements.
+    step = max(1, (2**31 - 1) // max(w.k, w.n))
+    with on_device(x):
+        for r0 in range(0, m, step):
+            xs, ys = x2[r0:r0 + step], y[r0:r0 + step]
+            cfg = config or TUNERS[path].pick(_tuning_key(path, xs.shape[0], w, xs), lambda c: launch(xs, w, ys, c))
+            launch(xs, w, ys, cfg)
+    return y.reshape(*lead, w.n)
+
+
+def dequant_matmul(
+    x: torch.Tensor,
+    weight_packed: torch.Tensor,
+    weight_scale: torch.Tensor,
+    num_bits: int,
+    group_size: int | None,
+    n: int,
+    k: int,
+    *,
+    weight_zero_point: torch.Tensor | None = None,
+    weight_g_idx: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One call from the checkpoint's tensors: `prepare` then `quant_matmul`. The repack
+    runs every time; a model should call `prepare` once per weight and keep the result."""
+    w = prepare(weight_packed, weight_scale, num_bits, group_size, n, k,
+                weight_zero_point=weight_zero_point, weight_g_idx=weight_g_idx)
+    return quant_matmul(x, w)

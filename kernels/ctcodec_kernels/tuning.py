@@ -1,0 +1,81 @@
+"""A small autotuner: each path has a short explicit list of configs; the first call with a
+new shape key times them (triton.testing.do_bench, which flushes L2 between runs) and keeps
+the fastest. Under the interpreter, during CUDA graph capture, or with
+CTCODEC_KERNELS_TUNE=0 the first config is used without timing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+from ._runtime import interpreting
+
+
+@dataclass(frozen=True)
+class Config:
+    block_n: int
+    num_warps: int
+    num_stages: int = 1
+    block_m: int = 16
+    unroll: int = 1  # GEMV: kernel blocks per loop iteration
+    group_m: int = 8  # tensor-core paths: tile rows walked together (L2 reuse)
+    split: bool = True  # tensor-core paths: split K when output tiles are fewer than SMs
+
+
+def _tuning_enabled() -> bool:
+    if interpreting() or os.environ.get("CTCODEC_KERNELS_TUNE", "1") == "0":
+        return False
+    import torch
+
+    return not torch.cuda.is_current_stream_capturing()
+
+
+class Tuner:
+    def __init__(self, name: str, configs: list[Config]):
+        self.name = name
+        self.configs = configs
+        self.best: dict[Hashable, Config] = {}
+
+    def pick(self, key: Hashable, run: Callable[[Config], None]) -> Config:
+        """The config to use for `key`; times the candidates (each through `run`) once."""
+        if key in self.best:
+            return self.best[key]
+        if not _tuning_enabled() or len(self.configs) == 1:
+            return self.configs[0]
+        from triton.testing import do_bench
+
+        timings, errors = [], []
+        for cfg in self.configs:
+            try:
+                timings.append((do_bench(lambda: run(cfg), warmup=5, rep=20), cfg))
+            except Exception as e:  # a config the device cannot run (shared memory, registers)
+                errors.append(f"{cfg}: {type(e).__name__}: {e}")
+        if not timings:
+            raise RuntimeError(f"{self.name}: no config runs for {key}:\n" + "\n".join(errors))
+        self.best[key] = min(timings, key=lambda t: t[0])[1]
+        return self.best[key]
+
+
+# Small lists on purpose: every config is a compile (seconds) and a timing per shape.
+# GEMV: 128 to 256 weights per thread per iteration; registers decide how many programs
+# share an SM (96 to 255 per thread on sm_90), the tile how much each has in flight.
+GEMV = Tuner("gemv", [
+    Config(block_n=16, unroll=4, num_warps=4),
+    Config(block_n=32, unroll=4, num_warps=4),
+    Config(block_n=32, unroll=2, num_warps=4),
+    Config(block_n=64, unroll=2, num_warps=8),
+    Config(block_n=4, unroll=8, num_warps=2),
+])
+SPLIT_K = Tuner("split-k", [
+    Config(block_m=16, block_n=64, num_warps=4, num_stages=3),
+    Config(block_m=16, block_n=128, num_warps=4, num_stages=3),
+    Config(block_m=32, block_n=64, num_warps=4, num_stages=2),
+])
+TILED = Tuner("tiled", [
+    Config(block_m=64, block_n=128, num_warps=4, num_stages=3),
+    Config(block_m=128, block_n=128, num_warps=8, num_stages=3),
+    Config(block_m=128, block_n=64, num_warps=4, num_stages=3),
+    Config(block_m=64, block_n=64, num_warps=4, num_stages=4),
+])
+TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}

@@ -1,0 +1,131 @@
+"""Compiling the kernels for a Hopper GPU (sm_90) without one: triton.compile with an
+explicit target runs the whole pipeline down to ptxas (shipped in the triton wheel).
+
+Run as a script (with TRITON_INTERPRET unset: interpreted kernels cannot be compiled), it
+compiles every kernel in CASES and prints one JSON line per case; test_compile_hopper.py
+does that in a subprocess."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HOPPER = ("cuda", 90, 32)
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def compile_kernel(kernel, types: dict[str, str], constexprs: dict, *, aligned: tuple[str, ...] = (),
+                   num_warps: int = 4, num_stages: int = 3):
+    """Compiles `kernel` (a @triton.jit function) for sm_90. `types` maps runtime
+    arguments to Triton types ("*fp16", "i32", ...); `aligned` names the integer
+    arguments a launch would see as multiples of 16 (torch's pointers always are)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(inspect.signature(kernel.fn).parameters)
+    signature = {n: ("constexpr" if n in constexprs else types[n]) for n in names}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names
+             if n not in constexprs and (types[n].startswith("*") or n in aligned)}
+    src = ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=GPUTarget(*HOPPER), options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def sass(compiled) -> str:
+    """The kernel's SASS, from the nvdisasm shipped in the triton wheel."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        return subprocess.run([_tool("nvdisasm"), "-c", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def registers(compiled) -> int:
+    """Registers per thread (cuobjdump's resource usage); -1 when it cannot tell."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+)", out)
+    return int(m.group(1)) if m else -1
+
+
+_QUANT = dict(x_ptr="*fp16", qw_ptr="*i32", s_ptr="*bf16", z_ptr="*u8", perm_ptr="*i32")
+_INTS = {n: "i32" for n in ("N", "K", "NBLK", "stride_qn", "M", "BLK_PER_SPLIT", "stride_xm", "stride_om",
+                            "stride_os", "MN", "SPLITS", "stride_on", "COLS", "ROW_BYTES", "ROW_NNZ")}
+_ALIGNED = ("N", "K", "NBLK", "stride_qn", "stride_xm", "stride_om")
+
+
+def cases():
+    """(name, kernel, types, constexprs, num_warps, num_stages) for every kernel, with the
+    configs the tuner can pick."""
+    from ctcodec_kernels.bitmask import expand_rows_kernel
+    from ctcodec_kernels.decode import dequant_kernel
+    from ctcodec_kernels.gemm import dot_kernel, sum_splits_kernel
+    from ctcodec_kernels.gemv import gemv_kernel
+    from ctcodec_kernels.tuning import GEMV, SPLIT_K, TILED
+
+    out = []
+    # Every config once (4-bit, the heavier unpacking), and each kind of weight once.
+    gemv = [(4, False, False, c) for c in GEMV.configs]
+    gemv += [(4, True, True, GEMV.configs[0]), (8, True, False, GEMV.configs[0])]
+    for bits, zp, perm, c in gemv:
+        out.append((f"gemv b{bits} zp={zp} perm={perm} {c.block_n}x{c.unroll} w{c.num_warps}", gemv_kernel,
+                    {**_QUANT, **_INTS, "y_ptr": "*fp16"},
+                    dict(BITS=bits, GROUP=128, RUN=4, HAS_ZP=zp, HAS_PERM=perm, BLOCK_N=c.block_n,
+                         UNROLL=c.unroll, INTERPRET=False), c.num_warps, c.num_stages))
+    dots = [("splitk", 4, "*fp16", True, c) for c in SPLIT_K.configs]
+    dots += [("tiled", 8, "*bf16", False, c) for c in TILED.configs]
+    dots += [("splitk", 8, "*bf16", True, SPLIT_K.configs[0]), ("tiled", 4, "*fp16", False, TILED.configs[0])]
+    for path, bits, xtype, partial, c in dots:
+        out.append((f"{path} b{bits} {xtype[1:]} {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}",
+                    dot_kernel, {**_QUANT, **_INTS, "x_ptr": xtype, "out_ptr": "*fp32" if partial else xtype},
+                    dict(BITS=bits, GROUP=64, RUN=2, HAS_ZP=True, HAS_PERM=False, BLOCK_M=c.block_m,
+                         BLOCK_N=c.block_n, GROUP_M=c.group_m, PARTIAL=partial, INTERPRET=False),
+                    c.num_warps, c.num_stages))
+    out.append(("sum_splits", sum_splits_kernel, {**_INTS, "p_ptr": "*fp32", "y_ptr": "*bf16"},
+                dict(BLOCK=1024, INTERPRET=False), 4, 1))
+    out.append(("dequant", dequant_kernel, {**_INTS, "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*u8",
+                                            "out_ptr": "*fp16"},
+                dict(BITS=4, GROUP=32, RUN=1, HAS_ZP=True, BLOCK_N=32, INTERPRET=False), 4, 1))
+    for offsets in (True, False):
+        out.append((f"expand_rows offsets={offsets}", expand_rows_kernel,
+                    {**_INTS, "vals_ptr": "*i16", "mask_ptr": "*u8", "offs_ptr": "*i64", "out_ptr": "*i16"},
+                    dict(HAS_OFFSETS=offsets, BLOCK_BYTES=128), 4, 1))
+    return out
+
+
+def main() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print(json.dumps({"error": "TRITON_INTERPRET is set: interpreted kernels cannot be compiled"}))
+        return 2
+    for name, kernel, types, constexprs, warps, stages in cases():
+        row = {"name": name}
+        try:
+            c = compile_kernel(kernel, types, constexprs, aligned=_ALIGNED, num_warps=warps, num_stages=stages)
+        except (TypeError, ImportError) as e:  # another triton's explicit-target API
+            row["api_error"] = f"{type(e).__name__}: {e}"
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {e}"[:2000]
+        else:
+            text = sass(c)
+            row.update(cubin_bytes=len(c.asm["cubin"]), registers=registers(c),
+                       wgmma="wgmma" in c.asm["ptx"], mma_sync="mma.sync" in c.asm["ptx"],
+                       ldg128="LDG.E.128" in text, i2f="I2F" in text, local="STL" in text)
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

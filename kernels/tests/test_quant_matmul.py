@@ -1,0 +1,134 @@
+"""Every matmul path (GEMV, split-K, tiled) against float64, within the bound derived in
+reference.py: odd M, K not a multiple of the kernel block (256 columns at 4 bits, 128 at
+8) nor of the group, fp16 and bf16, symmetric and asymmetric, per-group, per-channel and
+activation-order weights, group sizes the kernels take as they are and ones the repack
+has to pad (96, 16, uneven act-order groups)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from packing import QuantWeight, random_weight
+from reference import assert_matmul_close
+
+import ctcodec_kernels as ck
+from ctcodec_kernels.matmul import choose_path, split_count
+from ctcodec_kernels.tuning import Config
+
+PATH_ROWS = [("gemv", 1), ("splitk", 3), ("splitk", 17), ("tiled", 33)]
+
+# (bits, n, k, group, asym, act_order, x dtype)
+CASES = [
+    (4, 40, 300, 32, False, False, torch.bfloat16),
+    (4, 33, 200, 64, True, False, torch.float16),
+    (8, 24, 130, 32, True, True, torch.bfloat16),
+    (8, 17, 200, None, False, False, torch.float16),
+    (4, 20, 96, 96, True, False, torch.float16),
+    (4, 9, 100, 16, False, "uneven", torch.bfloat16),
+    (4, 50, 520, 128, False, True, torch.float16),
+    (8, 70, 260, 128, True, False, torch.bfloat16),
+]
+
+
+def _x(seed: int, shape, dtype) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def check(qw: QuantWeight, x: torch.Tensor, path: str | None, device: str, config: Config | None = None) -> None:
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    y = ck.quant_matmul(x.to(device), w, path=path, config=config)
+    assert y.dtype == x.dtype and tuple(y.shape) == (*x.shape[:-1], qw.n)
+    rows = x.reshape(-1, qw.k).shape[0]
+    used = path or choose_path(rows)
+    # GEMV multiplies by the exact (q - zp) and scales partial sums; the tensor-core
+    # paths multiply by the decoded weight, rounded to x's dtype.
+    weight = qw.exact() if used == "gemv" else qw.decoded(x.dtype)
+    assert_matmul_close(y, x, weight)
+
+
+@pytest.mark.parametrize("path,m", PATH_ROWS)
+@pytest.mark.parametrize("bits,n,k,group,asym,act_order,dtype", CASES)
+def test_paths(device, path, m, bits, n, k, group, asym, act_order, dtype):
+    qw = random_weight(n * k + bits, bits, n, k, group, asym=asym, act_order=act_order)
+    check(qw, _x(m + k, (m, k), dtype), path, device)
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.sampled_from([4, 8]), n=st.integers(1, 48), k=st.integers(1, 600),
+       group=st.sampled_from([32, 64, 128, 256, 48, None]), asym=st.booleans(),
+       act_order=st.sampled_from([False, True, "uneven"]), m=st.sampled_from([1, 2, 5, 16, 19, 32, 37]),
+       dtype=st.sampled_from([torch.float16, torch.bfloat16]),
+       scale_dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32]), seed=st.integers(0, 2**16))
+def test_random_shapes(device, bits, n, k, group, asym, act_order, m, dtype, scale_dtype, seed):
+    if group is None:
+        act_order = False
+    qw = random_weight(seed, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=scale_dtype)
+    check(qw, _x(seed, (m, k), dtype), None, device)
+
+
+@pytest.mark.parametrize("config", [
+    Config(block_n=4, unroll=8, num_warps=2),  # more blocks per iteration than K has
+    Config(block_n=32, unroll=2, num_warps=4),
+    Config(block_n=64, unroll=1, num_warps=4),
+])
+def test_gemv_configs(device, config):
+    qw = random_weight(5, 4, 70, 1000, 64, asym=True, act_order=True)
+    check(qw, _x(5, (1, 1000), torch.float16), "gemv", device, config)
+
+
+@pytest.mark.parametrize("path,config", [
+    ("splitk", Config(block_m=16, block_n=64, num_warps=4, split=False)),  # direct store
+    ("splitk", Config(block_m=32, block_n=32, num_warps=4)),
+    ("tiled", Config(block_m=64, block_n=32, num_warps=4, split=False)),
+])
+def test_dot_configs(device, path, config):
+    qw = random_weight(6, 8, 70, 700, 32)
+    check(qw, _x(6, (40, 700), torch.bfloat16), path, device, config)
+
+
+def test_leading_dims_and_empty(device):
+    qw = random_weight(7, 4, 12, 64, 32)
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    x = _x(7, (2, 3, 64), torch.float16)
+    y = ck.quant_matmul(x.to(device), w)
+    assert y.shape == (2, 3, 12)
+    assert_matmul_close(y, x, qw.decoded(torch.float16))
+    row = ck.quant_matmul(x[1, 2].to(device), w)  # 1-D x: one row, the GEMV path
+    assert row.shape == (12,)
+    assert_matmul_close(row, x[1, 2], qw.exact())
+    assert ck.quant_matmul(torch.empty(0, 64, dtype=torch.bfloat16, device=device), w).shape == (0, 12)
+    assert ck.quant_matmul(x[:, :, :].transpose(0, 1).to(device), w).shape == (3, 2, 12)  # non-contiguous
+
+
+def test_one_shot_call(device):
+    qw = random_weight(8, 8, 10, 96, 32, asym=True, act_order=True)
+    args, kw = qw.prepare_args(device)
+    x = _x(8, (4, 96), torch.bfloat16)
+    assert_matmul_close(ck.dequant_matmul(x.to(device), *args, **kw), x, qw.decoded(torch.bfloat16))
+
+
+def test_path_choice_and_splits():
+    assert [choose_path(m) for m in (1, 2, 32, 33, 4096)] == ["gemv", "splitk", "splitk", "tiled", "tiled"]
+    assert split_count(tiles=200, blocks=64, sms=132) == (1, 64)
+    for tiles, blocks in [(1, 1), (1, 7), (3, 100), (64, 16), (131, 1000)]:
+        splits, per = split_count(tiles, blocks, 132)
+        assert splits * per >= blocks and (splits - 1) * per < blocks  # covers K, no empty split
+        assert 1 <= splits <= blocks
+
+
+def test_bad_calls(device):
+    qw = random_weight(9, 4, 8, 64, 32)
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        ck.quant_matmul(torch.zeros(1, 64, device=device), w)
+    with pytest.raises(ValueError, match="columns"):
+        ck.quant_matmul(torch.zeros(1, 65, dtype=torch.float16, device=device), w)
+    with pytest.raises(ValueError, match="one row"):
+        ck.quant_matmul(torch.zeros(3, 64, dtype=torch.float16, device=device), w, path="gemv")
+    with pytest.raises(ValueError, match="unknown path"):
+        ck.quant_matmul(torch.zeros(3, 64, dtype=torch.float16, device=device), w, path="fast")
