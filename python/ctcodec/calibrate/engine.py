@@ -36,16 +36,17 @@ def _to_f32(x):
     return x
 
 
-def capture_inputs(lw: LayerwiseModel, windows: torch.Tensor) -> list:
-    """(hidden, args, kwargs) of the first layer for each calibration window."""
+def capture_inputs(lw: LayerwiseModel, windows: torch.Tensor, batch: int = 16) -> list:
+    """(hidden, args, kwargs) of the first layer for batches of calibration windows
+    (all windows have one length, so one batch's masks and positions serve all)."""
     store: list = []
     lw.layers.append(_Catcher(store))
     saved = lw.outer.config.num_hidden_layers
     lw.outer.config.num_hidden_layers = 1  # some models slice their layer list by it
     try:
         with torch.no_grad():
-            for row in windows:
-                ids = row.unsqueeze(0)
+            for start in range(0, len(windows), batch):
+                ids = windows[start:start + batch]
                 try:
                     lw.outer(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
                 except _Captured:

@@ -172,10 +172,13 @@ def compress_calibrated(
     t0 = time.perf_counter()
     engine.calibrate(lw, windows, lambda module, _shape: f"{module}.weight" in quantizers, solve, log)
     calib_seconds = time.perf_counter() - t0
-    missing = sorted(set(quantizers) - set(replaced) - set(dense))
-    if missing:
-        raise CodecError(f"{len(missing)} targeted weights are outside the model's layers "
-                         f"(e.g. {missing[0]!r}); add them to ignore")
+    # Weights outside the repeated layers (a pooler, a head) see no calibration pass:
+    # they stay dense and are listed, as compressed-tensors lists what it ignores.
+    outside = [n[: -len(".weight")] for n in sorted(set(quantizers) - set(replaced) - set(dense))]
+    skipped = [{"module": m, "reason": "outside the model's repeated layers; not calibrated"} for m in outside]
+    ignore = list(dict.fromkeys(ignore + outside))
+    if plan is not None:
+        plan.skipped.extend(skipped)
 
     _prepare_output(src, dst, overwrite)
     summary = {"algorithm": algorithm, "calibration_seconds": calib_seconds, "nsamples": nsamples,
@@ -202,7 +205,7 @@ def compress_calibrated(
                 calibration={"algorithm": "spqr", "nsamples": nsamples, "seqlen": seqlen, "percdamp": percdamp,
                              "outlier_threshold": outlier_threshold, "act_order": bool(act_order),
                              "simplified_outliers": simplified_outliers})
-            summary.update(average_bits=spqr_params.average_bits(share), outlier_fraction=share)
+            summary.update(average_bits=spqr_params.average_bits(share), outlier_fraction=share, skipped=skipped)
         else:
             for g in plan.groups.values():
                 if act_order and g["weights"].get("strategy") == "group":
