@@ -127,7 +127,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     auto = AutoModelForCausalLM if causal else AutoModel
     with init_empty_weights():  # parameters on the meta device; buffers (rotary tables) real
-        model = auto.from_config(config, torch_dtype=dtype)
+        try:
+            model = auto.from_config(config, dtype=dtype)
+        except TypeError:  # transformers before `dtype` replaced `torch_dtype`
+            model = auto.from_config(config, torch_dtype=dtype)
     replace_modules(model, path)
     if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
         model.tie_weights()

@@ -1,0 +1,125 @@
+"""Quality of each compression method on two real models, in one command:
+
+    .venv/bin/python benches/quality.py [--json benches/results-quality.json]
+
+SmolLM2-135M (causal LM, bf16): perplexity on the GNU GPL v3 text (windows of 512
+tokens). all-MiniLM-L6-v2 (sentence encoder, fp32): mean cosine similarity of sentence
+embeddings to the dense model's, over sentences of the same text. Calibration (GPTQ,
+SparseGPT, SpQR) uses different real text: CPython's Python Language Reference,
+128 windows of 128 tokens. Prints a markdown table (also written with --md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import ctcodec  # noqa: E402
+from ctcodec.calibrate import compress_calibrated  # noqa: E402
+from ctcodec.calibrate.texts import load_text  # noqa: E402
+from ctcodec.evaluate import embedding_similarity, load_model, perplexity, sentences  # noqa: E402
+from ctcodec.spqr_format import SpqrParams  # noqa: E402
+from realdata import dense_smollm2_folder, minilm_folder  # noqa: E402
+
+
+def methods(group: int, args) -> list[tuple[str, object]]:
+    cal = {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen}
+    return [
+        ("dense", None),
+        (f"RTN W4A16 g{group}", lambda s, o: ctcodec.compress_checkpoint(s, o, scheme="W4A16", group_size=group)),
+        (f"GPTQ W4A16 g{group} (act order)", lambda s, o: compress_calibrated(
+            s, o, scheme="W4A16", group_size=group, act_order=True, **cal)),
+        (f"SparseGPT 2:4 + W4A16 g{group}", lambda s, o: compress_calibrated(
+            s, o, algorithm="sparsegpt", sparsity="2:4", scheme="W4A16", group_size=group, **cal)),
+    ] + [(f"SpQR {bits}-bit 16x16, tau {tau}", lambda s, o, bits=bits, tau=tau: compress_calibrated(
+            s, o, algorithm="spqr", spqr_params=SpqrParams(bits=bits), outlier_threshold=tau,
+            percdamp=args.spqr_percdamp, **cal))
+          for bits, taus in ((3, args.tau3), (4, args.tau4)) for tau in taus]
+
+
+def score(kind: str, folder: Path, reference, text: str, sents: list[str]) -> float:
+    model, tok = load_model(folder)
+    if kind == "causal":
+        return perplexity(model, tok, text)
+    return embedding_similarity(reference, model, tok, sents)["mean_cosine"]
+
+
+def run(args) -> list[dict]:
+    cache = ROOT / "demo-data"
+    cache.mkdir(exist_ok=True)
+    models = {"SmolLM2-135M": (dense_smollm2_folder(cache), "causal", 64),
+              "all-MiniLM-L6-v2": (minilm_folder(cache), "encoder", 128)}
+    text = load_text(args.eval_text)
+    sents = sentences(text)
+    rows = []
+    for model_name in args.models:
+        src, kind, group = models[model_name]
+        reference = load_model(src)[0] if kind == "encoder" else None
+        for label, make in methods(group, args):
+            if args.only and not any(o in label for o in args.only):
+                continue
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                out = Path(tmp) / "c"
+                t0 = time.perf_counter()
+                summary = make(src, out) if make else {}
+                seconds = time.perf_counter() - t0
+                folder = out if make else src
+                report = ctcodec.inspect_checkpoint(folder) if make else None
+                quality = score(kind, folder, reference, text, sents)
+            row = {"model": model_name, "method": label, "metric": "perplexity" if kind == "causal" else "cosine",
+                   "quality": quality, "seconds": seconds,
+                   "bits_per_param": report["bits_per_param"] if report else 16.0 if kind == "causal" else 32.0,
+                   "average_bits": summary.get("average_bits"), "outlier_fraction": summary.get("outlier_fraction"),
+                   "skipped": [s["module"] for s in summary.get("skipped", [])]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | method | stored bits/param | SpQR paper bits | quality | vs dense | time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    dense = {r["model"]: r["quality"] for r in rows if r["method"] == "dense"}
+    for r in rows:
+        d = dense.get(r["model"])
+        rel = "" if d is None or r["method"] == "dense" else f"{(r['quality'] / d - 1) * 100:+.2f}%"
+        q = f"ppl {r['quality']:.3f}" if r["metric"] == "perplexity" else f"cos {r['quality']:.5f}"
+        paper = "" if r["average_bits"] is None else f"{r['average_bits']:.3f} ({r['outlier_fraction']:.2%} outliers)"
+        lines.append(f"| {r['model']} | {r['method']} | {r['bits_per_param']:.3f} | {paper} | {q} | {rel} | "
+                     f"{r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=["SmolLM2-135M", "all-MiniLM-L6-v2"])
+    p.add_argument("--only", nargs="*", default=None, help="run only methods whose label contains one of these")
+    p.add_argument("--calib", default="python-reference")
+    p.add_argument("--eval-text", default="gpl-3")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=128)
+    p.add_argument("--tau3", type=float, nargs="+", default=[1.0, 0.3],
+                   help="SpQR 3-bit relative outlier thresholds (one row each: ~3.6 and ~3.9 average bits)")
+    p.add_argument("--tau4", type=float, nargs="+", default=[1.0], help="SpQR 4-bit relative outlier thresholds")
+    p.add_argument("--spqr-percdamp", type=float, default=1.0, help="SpQR Hessian damping (the SpQR README's 1.0)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--md", default=None)
+    args = p.parse_args()
+    rows = run(args)
+    md = table(rows)
+    print(md)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    if args.md:
+        Path(args.md).write_text(md + "\n")
+
+
+if __name__ == "__main__":
+    main()
