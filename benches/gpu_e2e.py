@@ -35,13 +35,36 @@ def tokens_per_second(model, ids, steps: int = 32) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+def random_w4a16(config_path: str) -> str:
+    """A model of the config's shape with random weights, compressed W4A16 g64 by ctcodec."""
+    import tempfile
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tmp = tempfile.mkdtemp()
+    config = AutoConfig.from_pretrained(config_path)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    model.save_pretrained(f"{tmp}/dense")
+    ctcodec.compress_checkpoint(f"{tmp}/dense", f"{tmp}/w4a16", scheme="W4A16", group_size=64)
+    return f"{tmp}/w4a16"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("folders", nargs="+")
+    p.add_argument("--random-from-config", default=None,
+                   help="also build a random bf16 model from this config.json and check it as W4A16 g64")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     rows = []
-    for folder in args.folders:
+    folders = list(args.folders)
+    if args.random_from_config:
+        folders.append(random_w4a16(args.random_from_config))
+    for folder in folders:
         cpu = ctcodec.load_model(folder)
         gpu = ctcodec.load_model(folder, device="cuda")
         dense = ctcodec.load_model(folder)  # compressed modules swapped back for dense ones

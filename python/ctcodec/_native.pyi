@@ -8,6 +8,9 @@ __version__: str
 
 # (format, num_bits, type, symmetric, strategy, group_size, block_structure, global_scale)
 SpecTuple = tuple[str, int, str, bool, str, int | None, tuple[int, int] | None, float | None]
+# ("spqr", bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype)
+SpqrTuple = tuple[str, int, int, int, int, int, str]
+SchemeTuple = SpecTuple | SpqrTuple
 
 class CompressedFile:
     """A validated safetensors file whose dense tensors decode one at a time."""
@@ -17,7 +20,7 @@ class CompressedFile:
         path: str | PathLike[str],
         format: str | None = None,
         mode: str = "auto",
-        schemes: dict[str, SpecTuple] | None = None,
+        schemes: dict[str, SchemeTuple] | None = None,
     ) -> None: ...
     @property
     def format(self) -> str: ...
@@ -42,7 +45,7 @@ def decompress_files(
     format: str | None = None,
     progress: bool = False,
     mode: str = "auto",
-    schemes: dict[str, SpecTuple] | None = None,
+    schemes: dict[str, SchemeTuple] | None = None,
 ) -> int: ...
 def write_tensors(
     path: str | PathLike[str],
@@ -57,3 +60,18 @@ def read_header(
     path: str | PathLike[str], mode: str = "auto"
 ) -> tuple[list[tuple[str, str]] | None, list[tuple[str, str, list[int]]]]: ...
 def pool_stats() -> tuple[int, int]: ...
+def spqr_pack(
+    params: SpqrTuple,
+    rows: int,
+    cols: int,
+    codes: npt.NDArray[np.uint8],
+    scale_codes: npt.NDArray[np.uint8],
+    zero_codes: npt.NDArray[np.uint8],
+    second_order: npt.NDArray[np.uint16],
+    perm: npt.NDArray[np.int32],
+    outlier_rows: npt.NDArray[np.int32],
+    outlier_cols: npt.NDArray[np.int32],
+    outlier_values: npt.NDArray[np.uint16],
+    layout: str = "csr",
+) -> list[tuple[str, str, list[int], npt.NDArray[np.uint8]]]: ...
+def pack_int_codes(codes: npt.NDArray[np.int8], rows: int, cols: int, bits: int) -> npt.NDArray[np.uint8]: ...

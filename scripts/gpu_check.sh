@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU checks, as one run on a CUDA machine (the image's python3 with torch and
+# triton; ctcodec's extension built elsewhere and carried): kernel tests on the GPU, end
+# to end through load_model, then benchmarks.
+#   bash scripts/gpu_check.sh OUT_DIR BUNDLE_DIR
+# BUNDLE_DIR holds small compressed checkpoints (tiny-*) and smollm2-config/config.json.
+set -u
+OUT=${1:?out dir}; BUNDLE=${2:?bundle dir}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD/python:$PWD/kernels:$PWD/tests:$PWD/scripts PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+} 2>&1 | tee "$OUT/device.txt"
+echo "== kernel tests"; SECONDS=0
+CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-170}" python3 -m pytest -q kernels/tests -p no:cacheprovider -x 2>&1 | tail -25 | tee "$OUT/kernel-tests.log"
+echo "kernel tests: ${SECONDS}s"
+echo "== end to end"; SECONDS=0
+timeout "${E2E_S:-90}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
+echo "e2e: ${SECONDS}s"
+echo "== benchmarks"; SECONDS=0
+timeout "${BENCH_S:-280}" python3 benches/bench_kernels.py --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tail -80 | tee "$OUT/bench.log"
+echo "bench: ${SECONDS}s"
