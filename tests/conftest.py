@@ -16,3 +16,11 @@ def cache_dir() -> Path:
     d = ROOT / "demo-data"
     d.mkdir(exist_ok=True)
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny(cache_dir):
+    """A tiny random-weight Llama with SmolLM2's tokenizer (tests/tiny_models.py)."""
+    from tiny_models import tiny_llama
+
+    return tiny_llama(cache_dir)

@@ -16,8 +16,8 @@ from ctcodec.calibrate.int_quantizer import IntQuantizer
 from ctcodec.spqr_format import SpqrParams, pack
 
 from spqr_files import write_folder
+from tiny_models import calib_file
 from spqr_legacy import random_hessian
-from tiny_models import tiny_llama
 
 
 def activations(n: int, seed: int, tokens: int = 1024) -> torch.Tensor:
@@ -168,17 +168,6 @@ def test_spqr_is_no_worse_than_the_original_algorithm():
 # --- the whole pipeline on a tiny model --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(cache_dir):
-    return tiny_llama(cache_dir)
-
-
-def _calib(tmp_path):
-    from realdata import license_history_text
-
-    p = tmp_path / "calib.txt"
-    p.write_text(license_history_text(6000))
-    return str(p)
 
 
 @pytest.mark.parametrize("actorder,version", [("weight", "0.20.0"), ("group", "0.17.1")])
@@ -190,7 +179,7 @@ def test_gptq_pipeline_writes_a_checkpoint_compressed_tensors_reads(tiny, tmp_pa
 
     out = tmp_path / "gptq"
     s = compress_calibrated(tiny, out, scheme="W4A16_ASYM", group_size=32, act_order=True, actorder=actorder,
-                            calib=_calib(tmp_path), nsamples=4, seqlen=32)
+                            calib=calib_file(tmp_path), nsamples=4, seqlen=32)
     assert s["weights"] == 14
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     (group,) = qc["config_groups"].values()
@@ -208,7 +197,7 @@ def test_gptq_pipeline_writes_a_checkpoint_compressed_tensors_reads(tiny, tmp_pa
 
 
 def test_sparsegpt_pipeline_2of4_stacked_and_alone(tiny, tmp_path):
-    calib = _calib(tmp_path)
+    calib = calib_file(tmp_path)
     s = compress_calibrated(tiny, tmp_path / "a", algorithm="sparsegpt", sparsity="2:4", scheme="W4A16",
                             group_size=32, calib=calib, nsamples=4, seqlen=32)
     qc = json.loads((tmp_path / "a" / "config.json").read_text())["quantization_config"]
@@ -225,7 +214,7 @@ def test_sparsegpt_pipeline_2of4_stacked_and_alone(tiny, tmp_path):
 def test_spqr_pipeline_and_cli(tiny, tmp_path):
     from ctcodec.cli import main
 
-    calib = _calib(tmp_path)
+    calib = calib_file(tmp_path)
     rc = main(["compress", str(tiny), str(tmp_path / "s"), "--spqr", "--wbits", "3", "--groupsize", "16",
                "--qq-scale-bits", "3", "--qq-zero-bits", "3", "--qq-groupsize", "16", "--outlier-threshold", "0.2",
                "--permutation-order", "act_order", "--percdamp", "1.0", "--calib", calib, "--nsamples", "4",

@@ -10,7 +10,7 @@ from ctcodec import CodecError, CompressedLinear
 from ctcodec.calibrate import compress_calibrated
 from ctcodec.evaluate import load_model as load_decoded
 
-from tiny_models import tiny_bert, tiny_llama
+from tiny_models import calib_file, tiny_bert
 
 PROMPT = "The capital of France is Paris, and the capital of Italy is"
 
@@ -21,17 +21,6 @@ def _logits(model, tok):
         return model(ids).logits
 
 
-@pytest.fixture(scope="module")
-def tiny(cache_dir):
-    return tiny_llama(cache_dir)
-
-
-def _calib(tmp_path):
-    from realdata import license_history_text
-
-    p = tmp_path / "calib.txt"
-    p.write_text(license_history_text(6000))
-    return str(p)
 
 
 MAKERS = {
@@ -41,9 +30,9 @@ MAKERS = {
     "W3A16 g16": lambda src, out, tmp: ctcodec.compress_checkpoint(src, out, scheme="W3A16", group_size=16),
     "W8A16 g32": lambda src, out, tmp: ctcodec.compress_checkpoint(src, out, scheme="W8A16", group_size=32),
     "GPTQ act-order g_idx": lambda src, out, tmp: compress_calibrated(
-        src, out, scheme="W4A16_ASYM", group_size=32, act_order=True, actorder="group", calib=_calib(tmp),
+        src, out, scheme="W4A16_ASYM", group_size=32, act_order=True, actorder="group", calib=calib_file(tmp),
         nsamples=2, seqlen=32),
-    "SpQR csr": lambda src, out, tmp: compress_calibrated(src, out, algorithm="spqr", calib=_calib(tmp), nsamples=2,
+    "SpQR csr": lambda src, out, tmp: compress_calibrated(src, out, algorithm="spqr", calib=calib_file(tmp), nsamples=2,
                                                           seqlen=32),
     "FP8 (decoded on load)": lambda src, out, tmp: ctcodec.compress_checkpoint(src, out, scheme="FP8_DYNAMIC"),
     "sparse-bitmask (decoded on load)": lambda src, out, tmp: ctcodec.compress_checkpoint(src, out),
@@ -110,7 +99,7 @@ def test_smollm2_from_a_compressed_checkpoint(cache_dir, tmp_path, kind):
     if kind.startswith("W4"):
         ctcodec.compress_checkpoint(src, out, scheme="W4A16", group_size=64)
     else:
-        compress_calibrated(src, out, algorithm="spqr", calib=_calib(tmp_path), nsamples=4, seqlen=64)
+        compress_calibrated(src, out, algorithm="spqr", calib=calib_file(tmp_path), nsamples=4, seqlen=64)
     model = ctcodec.load_model(out)
     assert sum(isinstance(m, CompressedLinear) for m in model.modules()) == 210
     reference, tok = load_decoded(out)

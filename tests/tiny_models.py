@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from realdata import dense_smollm2_folder, minilm_folder
+from realdata import dense_smollm2_folder, license_history_text, minilm_folder
 
 
 def tiny_llama(cache: Path, dtype=torch.bfloat16, seed: int = 0) -> Path:
@@ -44,3 +44,10 @@ def tiny_bert(cache: Path, seed: int = 0) -> Path:
     BertModel(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def calib_file(folder: Path) -> str:
+    """A small real calibration text (CPython's license history) as a file."""
+    p = Path(folder) / "calib.txt"
+    p.write_text(license_history_text(6000))
+    return str(p)
