@@ -16,7 +16,10 @@ an H100, most of it compiling and tuning the kernels once per shape):
    compressed tensors -> dense on the device, end to end, against copying the dense
    tensor host -> device from pinned memory.
 
-Extra contenders (e.g. a SpQR matvec) plug in with `register_row`; see its docstring.
+Extra contenders plug in with `register_row` (and their correctness check with
+`register_check`); see their docstrings. Registered here: `spqr3`, ctcodec's SpQR at 3
+bits, beta1 = beta2 = 16, 1% outliers, random permutation (spqr_matvec, M <= 16), timed
+like the other rows (compare with torch_fp16_us), and checked before the timings.
 """
 
 from __future__ import annotations
@@ -51,6 +54,16 @@ def register_row(label: str, factory: Callable) -> None:
     the built-in rows: called once each outside capture (compile, tune), then replayed
     from a CUDA graph that cycles through the copies."""
     EXTRA_ROWS[label] = factory
+
+
+# label -> check(device) returning failure messages; check_correctness runs each.
+EXTRA_CHECKS: dict[str, Callable] = {}
+
+
+def register_check(label: str, check: Callable) -> None:
+    """Adds a correctness check (for a contender added with register_row) to the check
+    that runs before the timings: `check(device)` returns a list of failure messages."""
+    EXTRA_CHECKS[label] = check
 
 
 def _copies(bytes_per_copy: int, l2: int) -> int:
@@ -156,6 +169,8 @@ def check_correctness(device, n: int = 4096, k: int = 4096 + 64) -> list[str]:
     got = ck.decompress_bitmask_from_host(vals, mask, offs, list(dense.shape), device=device)
     if not torch.equal(got.cpu().view(torch.int16), dense.view(torch.int16)):
         failures.append("sparse-bitmask decompression differs from the input")
+    for label, check in EXTRA_CHECKS.items():
+        failures += [f"{label}: {f}" for f in check(device)]
     print(f"  {len(failures)} failures", flush=True)
     return failures
 
@@ -291,6 +306,155 @@ def table(device_name: str, rows: list[dict]) -> str:
                  f"{r['w4_splitk_us']:.1f}" if "w4_splitk_us" in r else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# SpQR (ctcodec's format), 3 bits, beta1 = beta2 = 16, 3-bit statistics, 1% outliers,
+# random permutation: spqr_matvec for M <= 16 (larger M: not timed, see spqr_matvec).
+SPQR_PARAMS = {"bits": 3, "beta1": 16, "beta2": 16, "qq_scale_bits": 3, "qq_zero_bits": 3}
+SPQR_OUTLIERS = 0.01
+
+
+def _pack_fields(values, bits: int):
+    """int [R, C] fields < 2**bits -> int32 [R, ceil(C*bits/32)], packed LSB-first across
+    words (fields straddle words), as ctcodec stores SpQR codes and statistics."""
+    import torch
+
+    rows, cols = values.shape
+    width = -(-cols * bits // 32)
+    pos = torch.arange(cols, device=values.device) * bits
+    v = values.to(torch.int64) << (pos % 32)
+    out = torch.zeros(rows, width + 1, dtype=torch.int64, device=values.device)
+    out.index_add_(1, pos // 32, v & 0xFFFFFFFF)  # disjoint bits: the sum is the OR
+    out.index_add_(1, pos // 32 + 1, v >> 32)
+    out = out[:, :width]
+    return torch.where(out >= 2**31, out - 2**32, out).to(torch.int32)
+
+
+def spqr_stored(m: int, n: int, device, seed: int, outliers: float = SPQR_OUTLIERS) -> dict:
+    """Random SpQR stored tensors (CSR outliers) of an m x n weight, made on the device."""
+    import torch
+
+    p = SPQR_PARAMS
+    g = torch.Generator(device=device).manual_seed(seed)
+    groups, tiles = -(-n // p["beta2"]), -(-m // p["beta1"])
+    step = max(1, (1 << 24) // n)
+    codes, rows_l, cols_l = [], [], []
+    for r0 in range(0, m, step):
+        r1 = min(m, r0 + step)
+        q = torch.zeros(r1 - r0, groups * p["beta2"], dtype=torch.int64, device=device)
+        q[:, :n] = torch.randint(0, 1 << p["bits"], (r1 - r0, n), generator=g, device=device)
+        codes.append(_pack_fields(q, p["bits"]))
+        r, c = torch.nonzero(torch.rand(r1 - r0, n, generator=g, device=device) < outliers, as_tuple=True)
+        rows_l.append(r + r0)
+        cols_l.append(c)
+    stat = (torch.randint(0, 8, (m, groups), generator=g, device=device)
+            | torch.randint(0, 8, (m, groups), generator=g, device=device) << p["qq_scale_bits"])
+
+    def uniform(lo, hi):
+        return torch.rand(tiles, groups, generator=g, device=device) * (hi - lo) + lo
+
+    so = torch.stack([uniform(1e-3, 2e-2), uniform(-3, 1), uniform(0.2, 1.5), uniform(-2, 2)], -1).half()
+    rows, cols = torch.cat(rows_l), torch.cat(cols_l)
+    values = (torch.randn(rows.numel(), generator=g, device=device) * 0.5).half()
+    col_vals = (values.view(torch.int16).to(torch.int64) & 0xFFFF) << 16 | cols
+    offsets = torch.zeros(m + 1, dtype=torch.int64, device=device)
+    offsets[1:] = torch.cumsum(torch.bincount(rows, minlength=m), 0)
+    return {
+        "weight_shape": torch.tensor([m, n], dtype=torch.int64, device=device),
+        "weight_codes": torch.cat(codes),
+        "weight_stats": _pack_fields(stat, p["qq_scale_bits"] + p["qq_zero_bits"]),
+        "weight_second_order": so.contiguous(),
+        "weight_perm": torch.randperm(n, generator=g, device=device).to(torch.int32),
+        "weight_outlier_row_offsets": offsets.to(torch.int32),
+        "weight_outlier_col_vals": torch.where(col_vals >= 2**31, col_vals - 2**32, col_vals).to(torch.int32),
+    }
+
+
+def spqr_reference(t: dict, dtype):
+    """The SpQR decode from its definition (rust/ctcodec/src/spqr/mod.rs), in torch: f32,
+    subtraction then multiplication, outliers replace, columns un-permuted, one rounding."""
+    import torch
+
+    p = SPQR_PARAMS
+    m, n = (int(v) for v in t["weight_shape"].tolist())
+    groups = -(-n // p["beta2"])
+
+    def fields(words, count, bits):
+        w = torch.cat([words.to(torch.int64) & 0xFFFFFFFF, torch.zeros_like(words[:, :1], dtype=torch.int64)], 1)
+        pos = torch.arange(count, device=words.device) * bits
+        window = w[:, pos // 32] | (w[:, pos // 32 + 1] << 32)
+        return (window >> (pos % 32)) & ((1 << bits) - 1)
+
+    q = fields(t["weight_codes"], n, p["bits"]).float()
+    st = fields(t["weight_stats"], groups, p["qq_scale_bits"] + p["qq_zero_bits"])
+    so = t["weight_second_order"].float()[torch.arange(m, device=q.device) // p["beta1"]]
+    s = so[..., 0] * ((st & ((1 << p["qq_scale_bits"]) - 1)).float() - so[..., 1])
+    z = so[..., 2] * ((st >> p["qq_scale_bits"]).float() - so[..., 3])
+    grp = torch.arange(n, device=q.device) // p["beta2"]
+    w = s[:, grp] * (q - z[:, grp])
+    offsets = t["weight_outlier_row_offsets"].long()
+    rows = torch.repeat_interleave(torch.arange(m, device=q.device), offsets.diff())
+    cv = t["weight_outlier_col_vals"].long()
+    w[rows, cv & 0xFFFF] = ((cv >> 16) & 0xFFFF).to(torch.int16).view(torch.float16).float()
+    out = torch.empty_like(w)
+    out[:, t["weight_perm"].long()] = w
+    return out.to(dtype)
+
+
+def check_spqr(device, n: int = 4096, k: int = 4096 + 64) -> list[str]:
+    """dequantize_spqr against the format's definition (bit for bit), and spqr_matvec in
+    every config the tuner can pick, for each bucket of rows, against float64. K = 4160 is
+    not a multiple of the kernel's unit blocks (the masked path)."""
+    import torch
+
+    import ctcodec_kernels as ck
+    from ctcodec_kernels.spqr import SPQR_TUNERS
+
+    failures = []
+    t = spqr_stored(n, k, device, seed=11)
+    w = ck.prepare_spqr(t, SPQR_PARAMS)
+    ref32 = spqr_reference(t, torch.float32)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        got = ck.dequantize_spqr(w, dtype)
+        if not torch.equal(got.view(torch.int16 if dtype != torch.float32 else torch.int32),
+                           ref32.to(dtype).view(torch.int16 if dtype != torch.float32 else torch.int32)):
+            failures.append(f"dequantize_spqr {dtype} differs from the format's decode")
+    dense = ref32.double()
+    for m in (1, 2, 3, 8, 13):
+        for dtype in (torch.float16, torch.bfloat16):
+            x = torch.randn(m, k, device=device, dtype=dtype)
+            ref = x.double() @ dense.T
+            bucket = 1 << (m - 1).bit_length()
+            for cfg in SPQR_TUNERS[bucket].configs:
+                y = ck.spqr_matvec(x, w, config=cfg).double()
+                err = ((y - ref).norm() / ref.norm()).item()
+                # output rounding gives ~3e-4 (fp16) / ~2e-3 (bf16); a wrong code, group or outlier ~1e-1
+                if not err < (2e-3 if dtype == torch.float16 else 1e-2):
+                    failures.append(f"spqr_matvec M={m} {dtype} {cfg}: rel err {err:.2e}")
+        print(f"  SpQR M={m}: {len(SPQR_TUNERS[bucket].configs)} configs checked", flush=True)
+    return failures
+
+
+def _spqr_row(n: int, k: int, m: int, copies: int, device):
+    """The SpQR 3-bit 16x16 contender of the matmul table (M <= 16)."""
+    import dataclasses
+
+    import torch
+
+    import ctcodec_kernels as ck
+
+    if m > 16:
+        return None
+    base = ck.prepare_spqr(spqr_stored(n, k, device, seed=n + k), SPQR_PARAMS)
+    ws = [base] + [dataclasses.replace(base, **{f: getattr(base, f).clone() for f in (
+        "codes", "stats", "second_order", "kperm", "o_offsets", "o_cols", "o_delta", "o_values")})
+        for _ in range(copies - 1)]
+    x = torch.randn(m, k, device=device, dtype=torch.float16)
+    return [lambda w=w: ck.spqr_matvec(x, w) for w in ws]
+
+
+register_row("spqr3", _spqr_row)
+register_check("spqr3", check_spqr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,9 @@
   tensor-core path, chosen by M); `dequantize` gives the dense weight the paths use.
 - sparse-bitmask and sparse-24-bitmask decompression on the device, from device tensors
   or from host tensors (only the compressed bytes cross the bus).
+- SpQR (ctcodec's format): `prepare_spqr` (a one-time exact repack; outliers become f32
+  corrections) then `spqr_matvec` for a few rows of x (M <= 16, M = 1 the main case);
+  `dequantize_spqr` gives the dense weight, equal to ctcodec's decode bit for bit.
 
 Importing this package needs neither a GPU nor Triton (nor torch): names are loaded on
 first use, and `available()` says whether the kernels can run here.
@@ -27,6 +30,11 @@ _LAZY = {
     "decompress_sparse24": "bitmask",
     "decompress_bitmask_from_host": "bitmask",
     "decompress_sparse24_from_host": "bitmask",
+    "PreparedSpqr": "spqr_repack",
+    "prepare_spqr": "spqr_repack",
+    "SpqrConfig": "spqr",
+    "spqr_matvec": "spqr",
+    "dequantize_spqr": "spqr",
 }
 
 __all__ = ["available", "interpreting", "triton_available", *_LAZY]
