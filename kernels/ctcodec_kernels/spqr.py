@@ -392,6 +392,9 @@ def dequantize_spqr(w: PreparedSpqr, dtype: torch.dtype = torch.bfloat16) -> tor
             w.codes, w.stats, w.second_order, w.kperm, out, w.m, w.nu, out.stride(0),
             **_constexprs(g), BLOCK_M=block_m, BLOCK_U=block_u, INTERPRET=interpreting(),
             num_warps=1 if interpreting() else 4,
+            # No contraction into FMAs: `q - t * zs` fused would skip the rounding of z the
+            # decoder does, and this kernel must equal the decoder bit for bit.
+            **({} if interpreting() else {"enable_fp_fusion": False}),
         )
     if w.nnz:
         rows = torch.repeat_interleave(torch.arange(w.m, device=w.device), w.o_offsets.diff().to(torch.int64))

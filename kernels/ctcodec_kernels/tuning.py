@@ -74,7 +74,7 @@ SPLIT_K = Tuner("split-k", [
 ])
 TILED = Tuner("tiled", [
     Config(block_m=64, block_n=128, num_warps=4, num_stages=3),
-    Config(block_m=128, block_n=128, num_warps=8, num_stages=3),
+    Config(block_m=128, block_n=128, num_warps=8, num_stages=2),  # 3 stages: 237 KB of shared memory
     Config(block_m=128, block_n=64, num_warps=4, num_stages=3),
     Config(block_m=64, block_n=64, num_warps=4, num_stages=4),
 ])
