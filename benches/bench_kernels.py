@@ -275,7 +275,9 @@ def bench_decompress(device) -> list[dict]:
     dense[torch.rand(rows, cols, generator=g) < 0.5] = 0
     vals, mask, offs = (t.pin_memory() for t in bitmask_parts(dense))
     keep = torch.rand(rows, cols // 4, 4, generator=g).argsort(-1) < 2
-    dense24 = torch.randn(rows, cols, generator=g).bfloat16() * keep.reshape(rows, cols)
+    # where, not a product: randn * 0 is -0.0 for negative draws, which a decoder writes as +0.0.
+    dense24 = torch.where(keep.reshape(rows, cols), torch.randn(rows, cols, generator=g).bfloat16(),
+                          torch.zeros((), dtype=torch.bfloat16))
     vals24, mask24 = (t.pin_memory() for t in sparse24_parts(dense24))
     dense_pinned = dense.pin_memory()
     out = []
