@@ -105,9 +105,9 @@ def main() -> None:
     p.add_argument("--eval-text", default="gpl-3")
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=128)
-    p.add_argument("--tau3", type=float, nargs="+", default=[1.0, 0.3],
+    p.add_argument("--tau3", type=float, nargs="*", default=[1.0, 0.3],
                    help="SpQR 3-bit relative outlier thresholds (one row each: ~3.6 and ~3.9 average bits)")
-    p.add_argument("--tau4", type=float, nargs="+", default=[1.0], help="SpQR 4-bit relative outlier thresholds")
+    p.add_argument("--tau4", type=float, nargs="*", default=[1.0], help="SpQR 4-bit relative outlier thresholds")
     p.add_argument("--spqr-percdamp", type=float, default=1.0, help="SpQR Hessian damping (the SpQR README's 1.0)")
     p.add_argument("--json", default=None)
     p.add_argument("--md", default=None)

@@ -17,7 +17,6 @@ What the kernels need, and why the repack gives it:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -31,7 +30,7 @@ _CHUNK_CODES = 1 << 24
 
 @dataclass(eq=False, repr=False)
 class PreparedWeight:
-    """A quantized Linear weight W [n, k] in the kernels' layout. `y = w(x)` is x @ W.T."""
+    """A quantized Linear weight W [n, k] in the kernels' layout; `quant_matmul(x, w)` is x @ W.T."""
 
     qweight: torch.Tensor  # int32 [n, blocks * 32]
     scales: torch.Tensor  # model dtype [groups, n]
@@ -63,11 +62,6 @@ class PreparedWeight:
         return (f"PreparedWeight(n={self.n}, k={self.k}, num_bits={self.num_bits}, group={self.group}, "
                 f"zero_points={self.zeros is not None}, permuted={self.perm is not None}, "
                 f"scale_dtype={self.scales.dtype}, device={self.device})")
-
-    def __call__(self, x: torch.Tensor, **kw: Any) -> torch.Tensor:
-        from .matmul import quant_matmul
-
-        return quant_matmul(x, self, **kw)
 
 
 def _fail(msg: str) -> None:

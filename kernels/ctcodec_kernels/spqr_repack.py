@@ -113,7 +113,7 @@ class SpqrGeometry:
 @dataclass(eq=False, repr=False)
 class PreparedSpqr:
     """A SpQR Linear weight W [m, n] in the kernels' layout (see the module docstring).
-    `y = w(x)` is x @ W.T (spqr_matvec)."""
+    `spqr_matvec(x, w)` is x @ W.T."""
 
     geometry: SpqrGeometry
     m: int
@@ -183,11 +183,6 @@ class PreparedSpqr:
         g = self.geometry
         return (f"PreparedSpqr(m={self.m}, n={self.n}, bits={g.bits}, beta1={g.beta1}, beta2={g.beta2}, "
                 f"qq_bits=({g.qs}, {g.qz}), outliers={self.nnz}, device={self.device})")
-
-    def __call__(self, x: torch.Tensor, **kw: Any) -> torch.Tensor:
-        from .spqr import spqr_matvec
-
-        return spqr_matvec(x, self, **kw)
 
 
 def _param(params: Any, name: str) -> int:

@@ -194,7 +194,7 @@ def test_leading_dims_and_empty(device):
     params, out = _case(3)
     w = ck.prepare_spqr(stored(params, out, device), params)
     x = torch.randn(2, 3, w.n, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
-    y = w(x.to(device))  # PreparedSpqr is callable
+    y = ck.spqr_matvec(x.to(device), w)
     assert y.shape == (2, 3, w.m)
     assert_close(y, x, params, out)
     assert ck.spqr_matvec(torch.empty(0, w.n, dtype=torch.float16, device=device), w).shape == (0, w.m)
