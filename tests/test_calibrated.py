@@ -240,3 +240,30 @@ def test_calibrated_compression_refuses_bad_requests(tiny, tmp_path):
     with pytest.raises(CodecError, match="cannot read text"):
         compress_calibrated(tiny, tmp_path / "x", scheme="W4A16", group_size=32, calib=str(tmp_path / "missing.txt"))
     assert not (tmp_path / "x").exists()
+
+
+def test_models_that_pick_masks_by_layer_type_calibrate(cache_dir, tmp_path):
+    """Qwen2 (like Gemma and others) reads each layer's `attention_type`; with a sliding
+    window on some layers, each layer must be calibrated with its own kind of mask."""
+    from ctcodec.calibrate import engine
+    from ctcodec.calibrate.layerwise import LayerwiseModel
+    from tiny_models import tiny_qwen2
+
+    src = tiny_qwen2(cache_dir)
+    lw = LayerwiseModel(src)
+    assert len(set(engine.layer_types(lw))) == 2
+    ids = torch.randint(0, 1000, (2, 24))
+    masks = {t: engine.capture_inputs(lw, ids, attention_type=t)[0][2].get("attention_mask")
+             for t in set(engine.layer_types(lw))}
+    a, b = masks.values()
+    assert a is None or b is None or not torch.equal(a, b), "full and sliding layers get different masks"
+    s = compress_calibrated(src, tmp_path / "q", scheme="W4A16", group_size=32, calib=calib_file(tmp_path),
+                            nsamples=4, seqlen=32)
+    assert s["weights"] == 14
+    got = dict(ctcodec.decompress_file(tmp_path / "q"))
+    assert got["model.layers.1.mlp.down_proj.weight"].shape == (64, 96)
+
+
+def test_two_four_pruning_refuses_activation_order(tiny, tmp_path):
+    with pytest.raises(CodecError, match="activation order"):
+        compress_calibrated(tiny, tmp_path / "x", algorithm="sparsegpt", sparsity="2:4", act_order=True)

@@ -106,3 +106,41 @@ def test_smollm2_from_a_compressed_checkpoint(cache_dir, tmp_path, kind):
     a, b = _logits(model, tok), _logits(reference, tok)
     # The CPU fallback decodes exactly as ctcodec does and runs the same matmuls.
     assert torch.equal(a, b)
+
+
+def test_a_model_with_a_head_loads_as_its_own_class(cache_dir, tmp_path):
+    from transformers import BertForSequenceClassification
+
+    src = tmp_path / "cls"
+    base = tiny_bert(cache_dir)
+    model = BertForSequenceClassification.from_pretrained(base, num_labels=3)
+    model.save_pretrained(src)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(base).save_pretrained(src)
+    out = tmp_path / "c"
+    ctcodec.compress_checkpoint(src, out, scheme="W8A16", group_size=32, ignore=["classifier"])
+    loaded = ctcodec.load_model(out)
+    assert type(loaded).__name__ == "BertForSequenceClassification"
+    reference, _ = load_decoded(out)
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, reference(ids).logits)
+
+
+@pytest.mark.parametrize("corrupt", ["perm", "outlier column"])
+def test_malformed_spqr_parts_are_refused_on_load(tiny, tmp_path, corrupt):
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "c"
+    compress_calibrated(tiny, out, algorithm="spqr", calib=calib_file(tmp_path), nsamples=2, seqlen=32,
+                        outlier_threshold=0.05)
+    tensors = load_file(out / "model.safetensors")
+    name = "model.layers.0.mlp.up_proj.weight_perm" if corrupt == "perm" else \
+        "model.layers.0.mlp.up_proj.weight_outlier_col_vals"
+    t = tensors[name]
+    tensors[name] = (t * 0) if corrupt == "perm" else (t | 0xFFFF)
+    assert t.numel() > 0
+    save_file(tensors, out / "model.safetensors")
+    with pytest.raises(CodecError, match="up_proj"):
+        ctcodec.load_model(out)

@@ -86,6 +86,7 @@ BAD = {
     "shape 3-D": ("m.weight_shape", lambda t: np.array([4, 4, 4], np.int64)),
     "shape disagrees": ("m.weight_shape", lambda t: t * 2),
     "no outliers": ("m.weight_outlier_col_vals", None),
+    "outlier value NaN": ("m.weight_outlier_col_vals", lambda t: (t & 0xFFFF) | np.int32(0x7E00 << 16)),
 }
 
 

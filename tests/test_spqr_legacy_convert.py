@@ -83,3 +83,16 @@ def test_bad_legacy_folders_are_refused(legacy, tmp_path):
     with pytest.raises(CodecError, match="matches 0 weights"):
         convert_legacy(stray, base, tmp_path / "o3")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_unquantized_float_zeros_are_refused_not_rounded(legacy, tmp_path):
+    """A save without second-order zeros holds fp16 zeros such as 3.4: refusing beats
+    silently rounding them (round_zero saves hold integers and convert)."""
+    from ctcodec.spqr_legacy import convert_legacy
+
+    base, _folder, dicts = legacy
+    w = dict(ctcodec.decompress_file(base))["model.layers.0.self_attn.q_proj.weight"]
+    d = quantize_layer_legacy(w, random_hessian(w.shape[1]), qq_zero_bits=None)
+    save_legacy_model(tmp_path / "l", {0: {"self_attn.q_proj": d}}, {}, args={"qq_zero_bits": None})
+    with pytest.raises(CodecError, match="neither second-order quantized nor integers"):
+        convert_legacy(tmp_path / "l", base, tmp_path / "o")

@@ -51,3 +51,21 @@ def calib_file(folder: Path) -> str:
     p = Path(folder) / "calib.txt"
     p.write_text(license_history_text(6000))
     return str(p)
+
+
+def tiny_qwen2(cache: Path, seed: int = 0) -> Path:
+    """A tiny Qwen2 whose two layers use different attention (full, then sliding): its
+    decoder picks each layer's mask by the layer's `attention_type`."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    out = cache / f"tiny-qwen2-{seed}"
+    if (out / "model.safetensors").is_file():
+        return out
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         use_sliding_window=True, sliding_window=8, max_window_layers=1,
+                         tie_word_embeddings=True, torch_dtype="bfloat16")
+    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
+    AutoTokenizer.from_pretrained(dense_smollm2_folder(cache)).save_pretrained(out)
+    return out

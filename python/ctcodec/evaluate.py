@@ -17,20 +17,24 @@ from .reading import declared_format, declared_quantization
 def load_model(path: str | os.PathLike, causal: bool | None = None):
     """A transformers model (eval mode) and tokenizer from a dense or compressed folder;
     a compressed one is decoded by ctcodec first."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     path = Path(path)
     compressed = declared_format(path) not in (None, "dense") or bool(declared_quantization(path))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # beside the model, not in a small tmpfs
         folder = path
         if compressed:
             folder = Path(tmp) / "dense"
             decompress_checkpoint(path, folder)
         config = AutoConfig.from_pretrained(folder)
-        if causal is None:
-            causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
-        auto = AutoModelForCausalLM if causal else AutoModel
-        model = auto.from_pretrained(folder, dtype=getattr(config, "torch_dtype", None) or "auto").eval()
+        from .inference.loading import model_class
+
+        auto = model_class(config, causal)
+        dtype = getattr(config, "torch_dtype", None) or "auto"
+        try:
+            model = auto.from_pretrained(folder, dtype=dtype).eval()
+        except TypeError:  # transformers before `dtype` replaced `torch_dtype`
+            model = auto.from_pretrained(folder, torch_dtype=dtype).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 

@@ -45,11 +45,13 @@ def convert_layer(layer: dict, params: SpqrParams, module: str, where: str) -> t
     import torch
 
     codes = layer.get("quant_weights")
-    if not isinstance(codes, torch.Tensor) or codes.dim() != 2:
-        raise CodecError(f"{where}: quant_weights must be a 2-D tensor")
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.is_floating_point():
+        raise CodecError(f"{where}: quant_weights must be a 2-D integer tensor")
+    if codes.dtype == torch.int8:
+        codes = codes.to(torch.int16) & 0xFF  # 8-bit codes wrap negative in int8
     m, n = codes.shape
     scales = _stack(layer, "quant_layer_scale", where)
-    if scales[0].dtype != torch.int8:
+    if any(t.dtype != torch.int8 for t in scales):
         raise CodecError(f"{where}: first-order scales are not second-order quantized (qq_scale_bits unset); "
                          "the SpQR format stores 3-bit statistic codes")
     zeros = _stack(layer, "quant_layer_zeros", where)
@@ -74,7 +76,9 @@ def convert_layer(layer: dict, params: SpqrParams, module: str, where: str) -> t
         zero_scale, zero_zero = second("quant_layer_zero_qq_scale", "zero scales"), second("quant_layer_zero_qq_zero", "zero zeros")
     else:
         # round_zero: integer zeros, stored as codes with unit second-order statistics.
-        zero_codes = zero_codes.round()
+        if not torch.equal(zero_codes, zero_codes.round()):
+            raise CodecError(f"{where}: first-order zeros are neither second-order quantized nor integers; "
+                             "the SpQR format stores them as codes")
         zero_scale = torch.ones(-(-m // params.beta1), groups, dtype=torch.float16)
         zero_zero = torch.zeros_like(zero_scale)
     so = torch.stack([second("quant_layer_scale_qq_scale", "scale scales"),
@@ -82,6 +86,8 @@ def convert_layer(layer: dict, params: SpqrParams, module: str, where: str) -> t
     if scale_codes.shape[0] != m or so.shape[0] != -(-m // params.beta1):
         raise CodecError(f"{where}: statistics do not cover {m} rows in groups of {params.beta1}")
     perm = layer.get("perm")
+    if perm is not None and not (isinstance(perm, torch.Tensor) and perm.numel() == n and not perm.is_floating_point()):
+        raise CodecError(f"{where}: perm must be an integer tensor of {n} entries")
     perm = torch.arange(n) if perm is None else perm.reshape(-1)
     outliers = layer.get("outliers_matrix")
     if outliers is None:
@@ -115,6 +121,8 @@ def convert_legacy(legacy_dir: str | os.PathLike, base_model: str | os.PathLike,
         raise CodecError(f"{legacy / 'args.pt'}: expected a dict of arguments")
     base_config = read_json(base / CONFIG_NAME)
     dtype = str(base_config.get("torch_dtype") or base_config.get("dtype") or "float16")
+    if args.get("groupsize") is None:
+        raise CodecError(f"{legacy / 'args.pt'}: groupsize is unset (one group per row); the SpQR format needs groups")
     try:
         params = SpqrParams(int(args["wbits"]), int(args["qq_groupsize"]), int(args["groupsize"]),
                             int(args["qq_scale_bits"]), int(args.get("qq_zero_bits") or args["wbits"]),

@@ -19,9 +19,11 @@ class _Captured(Exception):
 
 
 class _Catcher(torch.nn.Module):
-    def __init__(self, store: list):
+    def __init__(self, store: list, attention_type: str | None):
         super().__init__()
         self.store = store
+        if attention_type is not None:  # models that pick each layer's mask by its type read this
+            self.attention_type = attention_type
 
     def forward(self, hidden, *args, **kwargs):
         self.store.append((hidden, args, kwargs))
@@ -36,11 +38,21 @@ def _to_f32(x):
     return x
 
 
-def capture_inputs(lw: LayerwiseModel, windows: torch.Tensor, batch: int = 16) -> list:
+def layer_types(lw: LayerwiseModel) -> list:
+    """Each layer's attention type (full, sliding, ...) where the model mixes them."""
+    types = getattr(lw.config, "layer_types", None)
+    if isinstance(types, (list, tuple)) and len(types) == lw.num_layers:
+        return list(types)
+    return [getattr(lw.template, "attention_type", None)] * lw.num_layers
+
+
+def capture_inputs(lw: LayerwiseModel, windows: torch.Tensor, batch: int = 16,
+                   attention_type: str | None = None) -> list:
     """(hidden, args, kwargs) of the first layer for batches of calibration windows
-    (all windows have one length, so one batch's masks and positions serve all)."""
+    (all windows have one length, so one batch's masks and positions serve all), with
+    the attention mask a layer of `attention_type` gets."""
     store: list = []
-    lw.layers.append(_Catcher(store))
+    lw.layers.append(_Catcher(store, attention_type))
     saved = lw.outer.config.num_hidden_layers
     lw.outer.config.num_hidden_layers = 1  # some models slice their layer list by it
     try:
@@ -64,8 +76,12 @@ Solver = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def calibrate(lw: LayerwiseModel, windows: torch.Tensor, select: Callable[[str, tuple], bool], solve: Solver,
               log: Callable[[str], None] = lambda s: None) -> None:
-    inputs = capture_inputs(lw, windows)
+    types = layer_types(lw)
+    # The masks and positions each kind of layer gets; the hidden states are the same.
+    captured = {t: capture_inputs(lw, windows, attention_type=t) for t in dict.fromkeys(types)}
+    hidden = [h for h, _a, _k in captured[types[0]]]
     for i in range(lw.num_layers):
+        inputs = [(h, args, kw) for h, (_h, args, kw) in zip(hidden, captured[types[i]])]
         t0 = time.perf_counter()
         layer = lw.load_layer(i).float()
         linears = {f"{lw.prefix}.{i}.{name}": mod for name, mod in layer.named_modules()
@@ -80,7 +96,11 @@ def calibrate(lw: LayerwiseModel, windows: torch.Tensor, select: Callable[[str, 
         for hook in hooks:
             hook.remove()
         for name, mod in linears.items():
-            decoded = solve(name, mod.weight.data, hessians[name].H)
+            acc = hessians[name]
+            if acc.count == 0:  # e.g. an MoE expert no calibration token was routed to
+                log(f"{name}: no calibration input reached it; solved with an identity Hessian")
+                acc.H = torch.eye(mod.in_features)
+            decoded = solve(name, mod.weight.data, acc.H)
             mod.weight.data = decoded.to(lw.dtype).float()
         del hessians
         with torch.no_grad():
@@ -88,6 +108,6 @@ def calibrate(lw: LayerwiseModel, windows: torch.Tensor, select: Callable[[str, 
             for h, args, kw in inputs:
                 out = layer(h, *args, **kw)
                 outs.append(out[0] if isinstance(out, tuple) else out)
-        inputs = [(o, args, kw) for o, (_h, args, kw) in zip(outs, inputs)]
+        hidden = outs
         del layer
         log(f"layer {i + 1}/{lw.num_layers}: {len(linears)} linear layers in {time.perf_counter() - t0:.1f} s")

@@ -58,7 +58,10 @@ class LayerwiseModel:
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # the layers' weights are unused here, on purpose
         try:
-            self.outer = auto.from_pretrained(self.folder, config=outer_config, dtype=self.dtype).eval()
+            try:
+                self.outer = auto.from_pretrained(self.folder, config=outer_config, dtype=self.dtype).eval()
+            except TypeError:  # transformers before `dtype` replaced `torch_dtype`
+                self.outer = auto.from_pretrained(self.folder, config=outer_config, torch_dtype=self.dtype).eval()
         finally:
             quiet.setLevel(level)
         self.layers = self.outer.get_submodule(self.layers_path)

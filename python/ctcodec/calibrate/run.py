@@ -95,6 +95,9 @@ def compress_calibrated(
         raise CodecError("sparsegpt needs a sparsity (2:4 or a fraction)")
     if algorithm != "sparsegpt" and pruning:
         raise CodecError("pruning is done by --algorithm sparsegpt")
+    if prune_n and act_order:
+        # N:M groups are consecutive input columns; in activation order they would not be.
+        raise CodecError(f"{sparsity} sparsity cannot be combined with activation order")
     if actorder not in ("weight", "group"):
         raise CodecError(f"actorder must be weight or group, not {actorder!r}")
     if algorithm == "spqr" and scheme is not None:

@@ -66,9 +66,10 @@ def _second_order(values: torch.Tensor, rows_per_group: int, bits: int):
     m = values.shape[0]
     tiles = (m + rows_per_group - 1) // rows_per_group
     padded = torch.cat([values, values[-1:].expand(tiles * rows_per_group - m)]).reshape(tiles, rows_per_group)
-    scale, zero = _minmax_params(padded, bits)
-    scale = scale.clamp(min=2.0 ** -24, max=FP16_MAX).half().float()
-    zero = zero.clamp(-FP16_MAX, FP16_MAX).half().float()
+    lo, hi = _range(padded.amin(dim=1), padded.amax(dim=1))
+    # Round the scale to what is stored first, then fit the zero to it.
+    scale = ((hi - lo) / ((1 << bits) - 1)).clamp(min=2.0 ** -24, max=FP16_MAX).half().float()
+    zero = (-lo / scale).clamp(-FP16_MAX, FP16_MAX).half().float()
     codes = _quantize(padded, scale.unsqueeze(1), zero.unsqueeze(1), bits)
     deq = _dequantize(codes, scale.unsqueeze(1), zero.unsqueeze(1))
     return codes.reshape(-1)[:m], scale, zero, deq.reshape(-1)[:m]
@@ -137,7 +138,7 @@ def solve(weight: torch.Tensor, H: torch.Tensor, params: SpqrParams, *, percdamp
             deq = _dequantize(_quantize(w, scale, zero, bits), scale, zero)
             err = (w - deq) / U1[i, i]
             outlier = err.square() > tau
-            kept = w.half().float()
+            kept = w.clamp(-FP16_MAX, FP16_MAX).half().float()
             q = _quantize(torch.where(outlier, torch.zeros_like(w), w), scale, zero, bits)
             deq = torch.where(outlier, kept, deq)
             codes[:, col] = q.to(torch.uint8)

@@ -16,6 +16,7 @@ from ..errors import CodecError
 from ..layout import shard_paths
 from ..reading import declared_format, declared_quantization, shard_schemes
 from ..tensors import from_raw
+from .checks import check_pack, check_spqr
 from .linear import PACK_PARTS, SPQR_PARTS, CompressedLinear
 
 
@@ -104,7 +105,32 @@ def replace_modules(model: torch.nn.Module, path: str | os.PathLike) -> int:
                     modules[module].bias = torch.nn.Parameter(tensor.to(dtype), requires_grad=False)
                 else:
                     raise CodecError(f"{shard}: tensor {name!r} has no place in {type(model).__name__}")
+        for module, mod in modules.items():
+            check = check_spqr if mod.kind == "spqr" else check_pack
+            try:
+                check(mod.parts(), mod.params, mod.out_features, mod.in_features)
+            except ValueError as e:
+                raise CodecError(f"{shard}: module {module!r}: {e}") from None
     return swapped
+
+
+_HEADS = ("ForCausalLM", "ForSequenceClassification", "ForMaskedLM", "ForTokenClassification",
+          "ForQuestionAnswering")
+
+
+def model_class(config, causal: bool | None = None):
+    """The auto class for the head config.json's architecture names (a causal LM, a
+    classifier, ...), else the base model."""
+    import transformers
+
+    if causal:
+        return transformers.AutoModelForCausalLM
+    if causal is None:
+        for arch in config.architectures or []:
+            head = next((h for h in _HEADS if arch.endswith(h)), None)
+            if head is not None:
+                return getattr(transformers, "AutoModel" + head)
+    return transformers.AutoModel
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -113,7 +139,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     linear layers in kernel formats swapped for CompressedLinear and every other tensor
     loaded from the checkpoint; moved to `device` (CUDA runs the Triton kernels)."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     path = Path(path)
     config = AutoConfig.from_pretrained(path)
@@ -123,9 +149,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     dtype = dtype or getattr(config, "torch_dtype", None) or torch.float32
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    if causal is None:
-        causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
-    auto = AutoModelForCausalLM if causal else AutoModel
+    auto = model_class(config, causal)
     with init_empty_weights():  # parameters on the meta device; buffers (rotary tables) real
         try:
             model = auto.from_config(config, dtype=dtype)

@@ -89,6 +89,9 @@ impl Outliers {
         if rows.len() != cols.len() || rows.len() != values.len() {
             return Err("outlier rows, columns and values differ in length".into());
         }
+        if values.iter().any(|&v| !half::f16::from_bits(v).is_finite()) {
+            return Err("an outlier value is not finite (fp16 holds at most 65504)".into());
+        }
         let mut order: Vec<usize> = (0..rows.len()).collect();
         for (&r, &c) in rows.iter().zip(cols) {
             if r < 0 || r as usize >= g.rows || c < 0 || c as usize >= g.cols {
@@ -126,6 +129,10 @@ impl Outliers {
             return Err(format!(
                 "outlier columns of row {r} are not strictly increasing"
             ));
+        }
+        let values = &self.values[self.offsets[r]..self.offsets[r + 1]];
+        if values.iter().any(|&v| !half::f16::from_bits(v).is_finite()) {
+            return Err(format!("an outlier value of row {r} is not finite"));
         }
         Ok(())
     }
