@@ -66,10 +66,9 @@ def _second_order(values: torch.Tensor, rows_per_group: int, bits: int):
     m = values.shape[0]
     tiles = (m + rows_per_group - 1) // rows_per_group
     padded = torch.cat([values, values[-1:].expand(tiles * rows_per_group - m)]).reshape(tiles, rows_per_group)
-    lo, hi = _range(padded.amin(dim=1), padded.amax(dim=1))
-    # Round the scale to what is stored first, then fit the zero to it.
-    scale = ((hi - lo) / ((1 << bits) - 1)).clamp(min=2.0 ** -24, max=FP16_MAX).half().float()
-    zero = (-lo / scale).clamp(-FP16_MAX, FP16_MAX).half().float()
+    scale, zero = _minmax_params(padded, bits)
+    scale = scale.clamp(min=2.0 ** -24, max=FP16_MAX).half().float()
+    zero = zero.clamp(-FP16_MAX, FP16_MAX).half().float()
     codes = _quantize(padded, scale.unsqueeze(1), zero.unsqueeze(1), bits)
     deq = _dequantize(codes, scale.unsqueeze(1), zero.unsqueeze(1))
     return codes.reshape(-1)[:m], scale, zero, deq.reshape(-1)[:m]
