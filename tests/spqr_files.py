@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ctcodec import _native
+from ctcodec.calibrate.export import raw
 from ctcodec.spqr_format import SpqrParams, pack
 
 
@@ -55,10 +56,7 @@ def write_folder(folder: Path, params: SpqrParams, weights: dict[str, dict], ext
     tensors = []
     for module, out in weights.items():
         tensors.extend(pack(params, module, **out))
-    for name, t in (extra or {}).items():
-        t = t.contiguous()
-        tensors.append((name, {torch.bfloat16: "BF16", torch.float32: "F32"}[t.dtype], list(t.shape),
-                        t.reshape(-1).view(torch.uint8).numpy()))
+    tensors.extend(raw(name, t) for name, t in (extra or {}).items())
     _native.write_tensors(str(folder / "model.safetensors"), tensors, [False] * len(tensors))
     (folder / "config.json").write_text(json.dumps({"quantization_config": params.config(ignore=[])}))
     return folder

@@ -4,7 +4,6 @@ whole calibrated pipeline on tiny models (interop with compressed-tensors 0.20).
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -13,7 +12,7 @@ import ctcodec
 from ctcodec import CodecError
 from ctcodec.calibrate import compress_calibrated, export, gptq, spqr
 from ctcodec.calibrate.int_quantizer import IntQuantizer
-from ctcodec.spqr_format import SpqrParams, pack
+from ctcodec.spqr_format import SpqrParams
 
 from spqr_files import write_folder
 from tiny_models import calib_file

@@ -13,8 +13,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 from . import _native
 from .checkpoint import _copy_other_files, _prepare_output, _write_index
 from .errors import CodecError

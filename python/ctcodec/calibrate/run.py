@@ -4,7 +4,6 @@ model folder, calibrated on real text, written as a compressed checkpoint."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -13,8 +12,8 @@ from typing import Sequence
 import torch
 
 from .. import _native, quantization
-from ..checkpoint import DEFAULT_IGNORE, DEFAULT_TARGETS, _copy_other_files, _prepare_output, _write_index
-from ..checkpoint import compress_checkpoint
+from ..checkpoint import (DEFAULT_IGNORE, DEFAULT_TARGETS, _copy_other_files, _prepare_output, _write_index,
+                          compress_checkpoint)
 from ..errors import CodecError
 from ..layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
 from ..reading import declared_format, declared_quantization
@@ -109,7 +108,6 @@ def compress_calibrated(
     headers = {s: _native.read_header(os.fspath(s))[1] for s in shards}
     plan = None
     quantizers: dict[str, IntQuantizer] = {}
-    weights: dict[str, tuple] = {}  # weight name -> (shape, dtype)
     if scheme is not None:
         plan = quantization.plan(scheme, group_size, None, targets, ignore, None)
         for tensors in headers.values():
@@ -140,9 +138,9 @@ def compress_calibrated(
     if percdamp is None:
         percdamp = 1.0 if algorithm == "spqr" else 0.01
     if algorithm == "spqr":
-        spqr_params = spqr_params or SpqrParams(dtype=str(lw.dtype).replace("torch.", ""))
-        if spqr_params.dtype != str(lw.dtype).replace("torch.", ""):
-            spqr_params = SpqrParams(**{**spqr_params.__dict__, "dtype": str(lw.dtype).replace("torch.", "")})
+        # The format decodes to the model's own dtype.
+        model_dtype = str(lw.dtype).replace("torch.", "")
+        spqr_params = SpqrParams(**{**(spqr_params or SpqrParams()).__dict__, "dtype": model_dtype})
 
     replaced: dict[str, list] = {}
     dense: dict[str, torch.Tensor] = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .. import _native, qconfig
+from .. import _native
 from ..errors import CodecError
 from ..layout import shard_paths
 from ..reading import declared_format, declared_quantization, shard_schemes
