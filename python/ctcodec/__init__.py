@@ -3,6 +3,7 @@
 from ._native import __version__
 from .checkpoint import compress_checkpoint, decompress_checkpoint
 from .errors import CodecError
+from .extras import MissingDependency
 from .inspect import inspect_checkpoint
 from .reading import decompress_file, load_compressed
 from .writing import save_compressed
@@ -11,6 +12,9 @@ from .writing import save_compressed
 def __getattr__(name):
     # torch-dependent parts load on first use, so the codec imports without torch.
     if name in ("load_model", "replace_modules", "CompressedLinear"):
+        from .extras import require
+
+        require("torch", f"ctcodec.{name}")
         from . import inference
 
         return getattr(inference, name)
@@ -19,6 +23,7 @@ def __getattr__(name):
 
 __all__ = [
     "CodecError",
+    "MissingDependency",
     "__version__",
     "compress_checkpoint",
     "decompress_checkpoint",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -23,18 +24,49 @@ DEFAULT_TARGETS = ("Linear",)
 DEFAULT_IGNORE = ("lm_head",)
 
 
+class OutputNotEmpty(CodecError):
+    """The output folder holds files and overwriting was not asked for."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        super().__init__(f"{folder}: output folder is not empty (pass overwrite=True)")
+
+
+def check_input_folder(src: Path) -> None:
+    if not src.exists():
+        raise CodecError(f"{src}: does not exist")
+    if not src.is_dir():
+        raise CodecError(f"{src}: is a file, not a model folder")
+
+
 def _prepare_output(src: Path, dst: Path, overwrite: bool) -> None:
     if src.resolve() == dst.resolve():
         raise CodecError(f"{dst}: output folder is the input folder; inputs are never modified")
+    if dst.exists() and not dst.is_dir():
+        raise CodecError(f"{dst}: output path is a file, not a folder")
     if dst.exists() and any(dst.iterdir()):
         if not overwrite:
-            raise CodecError(f"{dst}: output folder is not empty (pass overwrite=True)")
+            raise OutputNotEmpty(dst)
         # Checkpoint files of an earlier output would otherwise mix with the new ones
         # (a stale index names stale shards).
         for old in [*dst.glob("*.safetensors"), dst / INDEX_NAME, dst / CONFIG_NAME]:
             if old.is_file():
                 old.unlink()
     dst.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def output_folder(src: Path, dst: Path, overwrite: bool):
+    """Prepares `dst` for writing; if the body fails and `dst` did not exist before,
+    removes it, so a failed run leaves no empty or partial output folder behind."""
+    existed = dst.exists()
+    _prepare_output(src, dst, overwrite)
+    try:
+        yield dst
+    except BaseException:
+        if not existed:
+            shutil.rmtree(dst, ignore_errors=True)
+        raise
 
 
 def _write_shards(run, jobs: list) -> object:
@@ -99,8 +131,7 @@ def compress_checkpoint(
     weight's smallest elements. Pruned weights are then quantized, or bitmask-encoded.
     """
     src, dst = Path(src_dir), Path(dst_dir)
-    if not src.is_dir():
-        raise CodecError(f"{src}: not a model folder")
+    check_input_folder(src)
     existing = declared_format(src)
     if existing not in (None, "dense") or declared_quantization(src):
         raise CodecError(f"{src}: is already compressed")
@@ -120,7 +151,6 @@ def compress_checkpoint(
         if fmt not in ("sparse-bitmask", "sparse-24-bitmask"):
             raise CodecError(f"{fmt!r} is not a lossless compression format; give a scheme to quantize")
     shards = shard_paths(src)
-    _prepare_output(src, dst, overwrite)
 
     jobs = []
     for shard in shards:
@@ -139,59 +169,61 @@ def compress_checkpoint(
             }
         jobs.append((os.fspath(shard), os.fspath(dst / shard.name), encodings))
     if quantize:
+        plan.refuse_if_nothing_fits()
         quantization.share_fused_global_scales(jobs)
-    stats = _write_shards(lambda j: _native.compress_files(j, progress), jobs)
+    with output_folder(src, dst, overwrite):
+        stats = _write_shards(lambda j: _native.compress_files(j, progress), jobs)
 
-    summary = _summarize(stats)
-    if prune is not None:
-        frac = 0.5 if prune == "2:4" else float(prune)
-        pruned = sum(numel(s["shape"]) for s in summary["stats"] if s["compressed"])
-        total = sum(numel(s["shape"]) for s in summary["stats"] if s["dtype"].startswith(("F", "BF"))) or 1
-        summary["pruned_fraction"] = frac * pruned / total
-    _write_index(src, dst, shards)
-    config_path = src / CONFIG_NAME
-    config = read_json(config_path) if config_path.is_file() else {}
-    if quantize and two_four:
-        # compressed-tensors 0.14's stacking: quantization groups plus a 2:4 sparsity config.
-        config["quantization_config"] = plan.config()
-        config["quantization_config"]["version"] = FORMAT_VERSION
-        config["quantization_config"]["sparsity_config"] = _sparsity_config(
-            "sparse-24-bitmask", summary.get("pruned_fraction", summary["global_sparsity"]),
-            config["quantization_config"]["ignore"], "2:4", targets)
-        summary["skipped"] = plan.skipped
-    elif quantize and "marlin-24" in plan.formats():
-        # marlin-24 is 0.14's 2:4 + int4/int8 layout, recorded with a dense 2:4 sparsity
-        # config. The version stays: it also selects the pack layout of other groups.
-        config["quantization_config"] = plan.config()
-        config["quantization_config"]["sparsity_config"] = _sparsity_config(
-            "dense", summary.get("pruned_fraction", 0.5), config["quantization_config"]["ignore"], "2:4", targets)
-        summary["skipped"] = plan.skipped
-    elif quantize:
-        config["quantization_config"] = plan.config()
-        summary["skipped"] = plan.skipped
+        summary = _summarize(stats)
         if prune is not None:
-            # Stacked sparsity: weights are stored quantized (dense layout), the pruning
-            # is recorded the way compressed-tensors 0.14 recorded it beside quantization.
-            config["quantization_config"]["sparsity_config"] = {
-                "format": "dense",
-                "global_sparsity": summary["pruned_fraction"],
-                "ignore": config["quantization_config"]["ignore"],
-                "registry_requires_subclass": False,
-                "sparsity_structure": "2:4" if prune == "2:4" else "unstructured",
-                "targets": targets,
+            frac = 0.5 if prune == "2:4" else float(prune)
+            pruned = sum(numel(s["shape"]) for s in summary["stats"] if s["compressed"])
+            total = sum(numel(s["shape"]) for s in summary["stats"] if s["dtype"].startswith(("F", "BF"))) or 1
+            summary["pruned_fraction"] = frac * pruned / total
+        _write_index(src, dst, shards)
+        config_path = src / CONFIG_NAME
+        config = read_json(config_path) if config_path.is_file() else {}
+        if quantize and two_four:
+            # compressed-tensors 0.14's stacking: quantization groups plus a 2:4 sparsity config.
+            config["quantization_config"] = plan.config()
+            config["quantization_config"]["version"] = FORMAT_VERSION
+            config["quantization_config"]["sparsity_config"] = _sparsity_config(
+                "sparse-24-bitmask", summary.get("pruned_fraction", summary["global_sparsity"]),
+                config["quantization_config"]["ignore"], "2:4", targets)
+            summary["skipped"] = plan.skipped
+        elif quantize and "marlin-24" in plan.formats():
+            # marlin-24 is 0.14's 2:4 + int4/int8 layout, recorded with a dense 2:4 sparsity
+            # config. The version stays: it also selects the pack layout of other groups.
+            config["quantization_config"] = plan.config()
+            config["quantization_config"]["sparsity_config"] = _sparsity_config(
+                "dense", summary.get("pruned_fraction", 0.5), config["quantization_config"]["ignore"], "2:4", targets)
+            summary["skipped"] = plan.skipped
+        elif quantize:
+            config["quantization_config"] = plan.config()
+            summary["skipped"] = plan.skipped
+            if prune is not None:
+                # Stacked sparsity: weights are stored quantized (dense layout), the pruning
+                # is recorded the way compressed-tensors 0.14 recorded it beside quantization.
+                config["quantization_config"]["sparsity_config"] = {
+                    "format": "dense",
+                    "global_sparsity": summary["pruned_fraction"],
+                    "ignore": config["quantization_config"]["ignore"],
+                    "registry_requires_subclass": False,
+                    "sparsity_structure": "2:4" if prune == "2:4" else "unstructured",
+                    "targets": targets,
+                }
+        else:
+            structure = "2:4" if fmt == "sparse-24-bitmask" else sparsity_structure or summary["sparsity_structure"]
+            config["quantization_config"] = {
+                "version": FORMAT_VERSION,
+                "quant_method": "compressed-tensors",
+                "sparsity_config": _sparsity_config(fmt, summary["global_sparsity"], ignore, structure, targets),
+                "transform_config": {},
             }
-    else:
-        structure = "2:4" if fmt == "sparse-24-bitmask" else sparsity_structure or summary["sparsity_structure"]
-        config["quantization_config"] = {
-            "version": FORMAT_VERSION,
-            "quant_method": "compressed-tensors",
-            "sparsity_config": _sparsity_config(fmt, summary["global_sparsity"], ignore, structure, targets),
-            "transform_config": {},
-        }
-    write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
-    skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
-    summary["copied"] = _copy_other_files(src, dst, skip)
-    return summary
+        write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
+        skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
+        summary["copied"] = _copy_other_files(src, dst, skip)
+        return summary
 
 
 def _sparsity_config(fmt: str, sparsity: float, ignore: list, structure: str, targets: list) -> dict:
@@ -264,12 +296,10 @@ def decompress_checkpoint(
     """Writes the dense form of a compressed model folder; config.json loses its
     `quantization_config`, the index is rewritten, other files are copied."""
     src, dst = Path(src_dir), Path(dst_dir)
-    if not src.is_dir():
-        raise CodecError(f"{src}: not a model folder")
+    check_input_folder(src)
     fmt = declared_format(src)
     quant = declared_quantization(src)
     shards = shard_paths(src)
-    _prepare_output(src, dst, overwrite)
     jobs = [(os.fspath(s), os.fspath(dst / s.name)) for s in shards]
     # One call per shard: each shard holds its own set of quantized modules.
     schemes = [shard_schemes(s, quant) for s in shards]
@@ -277,14 +307,14 @@ def decompress_checkpoint(
     def run(jobs):
         return sum(_native.decompress_files([j], fmt, progress, "auto", sc) for j, sc in zip(jobs, schemes))
 
-    count = _write_shards(run, jobs)
-
-    _write_index(src, dst, shards)
-    config_path = src / CONFIG_NAME
-    if config_path.is_file():
-        config = read_json(config_path)
-        config.pop("quantization_config", None)
-        write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
-    skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
-    copied = _copy_other_files(src, dst, skip)
+    with output_folder(src, dst, overwrite):
+        count = _write_shards(run, jobs)
+        _write_index(src, dst, shards)
+        config_path = src / CONFIG_NAME
+        if config_path.is_file():
+            config = read_json(config_path)
+            config.pop("quantization_config", None)
+            write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
+        skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
+        copied = _copy_other_files(src, dst, skip)
     return {"tensors": count, "format": fmt or "detected", "copied": copied}

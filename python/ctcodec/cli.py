@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
-from .checkpoint import compress_checkpoint, decompress_checkpoint
+from . import __version__
+from .checkpoint import OutputNotEmpty, compress_checkpoint, decompress_checkpoint
 from .errors import CodecError
+from .extras import MissingDependency, require
 from .inspect import inspect_checkpoint
+from .reading import compressed_tensor_count
+
+# How many names a "left dense" summary shows before "-v lists them all".
+_SHOWN_SKIPPED = 3
 
 
 def _mib(n: int) -> str:
@@ -23,10 +30,25 @@ def _spqr_params(args):
                       outlier_layout=args.outlier_layout)
 
 
+def _print_skipped(skipped: list[dict], verbose: bool) -> None:
+    """One line for the weights left dense (the full list with -v)."""
+    if not skipped:
+        return
+    if verbose:
+        for s in skipped:
+            print(f"left dense: {s['module']}: {s['reason']}")
+        return
+    names = ", ".join(s["module"] for s in skipped[:_SHOWN_SKIPPED])
+    more = f", ... ({len(skipped) - _SHOWN_SKIPPED} more; -v lists them all)" if len(skipped) > _SHOWN_SKIPPED else ""
+    print(f"left dense: {len(skipped)} weight{'s' if len(skipped) > 1 else ''} ({names}{more}); "
+          f"first reason: {skipped[0]['reason']}")
+
+
 def _cmd_compress_calibrated(args) -> int:
+    algorithm = "spqr" if args.spqr else args.algorithm
+    require("torch", f"ctcodec compress {'--spqr' if args.spqr else '--algorithm ' + algorithm}")
     from .calibrate import compress_calibrated
 
-    algorithm = "spqr" if args.spqr else args.algorithm
     summary = compress_calibrated(
         args.model_dir, args.out_dir, algorithm=algorithm, scheme=args.scheme, group_size=args.group_size,
         sparsity=args.sparsity, spqr_params=_spqr_params(args) if args.spqr else None, calib=args.calib,
@@ -42,8 +64,7 @@ def _cmd_compress_calibrated(args) -> int:
     print(f"{algorithm}: {summary['weights']} weights calibrated on {summary['nsamples']}x{summary['seqlen']} tokens "
           f"in {summary['calibration_seconds']:.1f} s (total {summary['seconds']:.1f} s), "
           f"{_mib(summary['bytes_out'])} written{extra}")
-    for s in summary.get("skipped", []):
-        print(f"left dense: {s['module']}: {s['reason']}")
+    _print_skipped(summary.get("skipped", []), args.verbose)
     return 0
 
 
@@ -73,13 +94,17 @@ def _cmd_compress(args) -> int:
         + ("" if args.scheme or args.recipe else f", global sparsity {summary['global_sparsity']:.1%}")
         + f") in {dt:.2f} s ({summary['bytes_in'] / 2**20 / max(dt, 1e-9):,.0f} MiB/s)"
     )
-    for s in summary.get("skipped", []):
-        print(f"left dense: {s['module']}: {s['reason']}")
+    _print_skipped(summary.get("skipped", []), args.verbose)
     return 0
 
 
 def _cmd_decompress(args) -> int:
     t0 = time.perf_counter()
+    if compressed_tensor_count(args.model_dir) == 0:
+        if not args.copy:
+            raise CodecError(f"{args.model_dir}: holds nothing compressed, so there is nothing to decompress "
+                             "(add --copy to copy it anyway)")
+        print(f"{args.model_dir}: holds nothing compressed; copying it as asked (--copy)")
     summary = decompress_checkpoint(args.model_dir, args.out_dir, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {summary['tensors']} dense tensors to {args.out_dir} in {time.perf_counter() - t0:.2f} s")
     return 0
@@ -106,6 +131,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_convert_spqr(args) -> int:
+    require("torch", "ctcodec convert-spqr", "torch")
     from .spqr_legacy import convert_legacy
 
     s = convert_legacy(args.legacy_model_path, args.base_model, args.out_dir, outlier_layout=args.outlier_layout,
@@ -116,6 +142,10 @@ def _cmd_convert_spqr(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    require("torch", "ctcodec eval")
+    for path in (args.model, args.reference):
+        if path is not None and not os.path.exists(path):
+            raise CodecError(f"{path}: does not exist")
     from .calibrate.texts import load_text
     from .evaluate import embedding_similarity, load_model, perplexity, sentences
 
@@ -136,6 +166,7 @@ def _cmd_eval(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctcodec", description="Compress and decompress compressed-tensors checkpoints.")
+    p.add_argument("--version", action="version", version=f"ctcodec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="compress a model folder")
@@ -158,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.add_argument("-v", "--verbose", action="store_true", help="list every weight left dense, with the reason")
     cal = c.add_argument_group("calibrated compression (needs torch and transformers)")
     cal.add_argument("--algorithm", choices=["rtn", "gptq", "sparsegpt"], default="rtn",
                      help="rtn: round to nearest (default); gptq: with --scheme; sparsegpt: with --sparsity "
@@ -186,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help="write the dense form of a compressed model folder")
     d.add_argument("model_dir")
     d.add_argument("out_dir")
-    d.add_argument("--overwrite", action="store_true")
-    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    d.add_argument("--copy", action="store_true", help="copy the folder even when nothing in it is compressed")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(run=_cmd_decompress)
 
     v = sub.add_parser("convert-spqr", help="convert the original SpQR's saved layers (main.py --save)")
@@ -216,9 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CodecError, FileNotFoundError) as e:
+    except OutputNotEmpty as e:
+        print(f"ctcodec: error: {e.folder}: output folder is not empty (add --overwrite to replace the checkpoint "
+              "in it)", file=sys.stderr)
+    except (CodecError, MissingDependency, FileNotFoundError) as e:
         print(f"ctcodec: error: {e}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from . import _native
@@ -17,6 +18,11 @@ _QUANT_SUFFIXES = (".weight", ".weight_packed", ".weight_scale", ".weight_zero_p
 _SPQR_SUFFIXES = (".weight_codes", ".weight_stats", ".weight_second_order", ".weight_perm", ".weight_shape",
                   ".weight_outlier_row_offsets", ".weight_outlier_col_vals", ".weight_outlier_tile_offsets",
                   ".weight_outlier_tile_col_vals")
+
+
+def natural_key(name: str) -> list:
+    """Sorts numbered parts by value: model.layers.2 before model.layers.10."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -61,6 +67,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                     "bits_per_param": 8 * size / max(count, 1),
                 }
             )
+    rows.sort(key=lambda r: natural_key(r["name"]))  # layers.2 before layers.10
     dense = sum(r["dense_bytes"] for r in rows)
     stored_total = sum(r["stored_bytes"] for r in rows)
     comp = [r for r in rows if r["compressed"]]

@@ -19,7 +19,7 @@ def shard_paths(path: str | os.PathLike) -> list[Path]:
     if p.is_file():
         return [p]
     if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such file or folder")
+        raise FileNotFoundError(f"{p}: does not exist")
     index = p / INDEX_NAME
     if index.is_file():
         weight_map = read_json(index).get("weight_map")

@@ -130,11 +130,27 @@ class QuantPlan:
             fmt = self._format(group)
             why = self._fits(group["weights"], fmt, dtype, shape)
             if why:
-                self.skipped.append({"module": module, "reason": why})
+                self.skipped.append({"module": module, "reason": why, "shape": list(shape)})
                 continue
             self.used[gname] = fmt
             out[name] = spec_tuple(group["weights"], fmt)
         return out
+
+    def refuse_if_nothing_fits(self) -> None:
+        """Raises before anything is written when every targeted weight would be left
+        dense (a group size that divides no layer's width, say): the output would be a
+        plain copy under a quantized name."""
+        if self.used or not self.skipped:
+            return
+        widths = sorted({s["shape"][-1] for s in self.skipped if "group size" in s["reason"]})
+        if widths:
+            fits = [g for g in (16, 32, 64, 128, 256) if all(w % g == 0 for w in widths)]
+            hint = (f"group sizes that fit every layer: {', '.join(map(str, fits))}, or -1 for one scale per "
+                    "output channel" if fits else "use -1 for one scale per output channel")
+            raise CodecError(f"no targeted weight can be quantized: input widths {', '.join(map(str, widths))} "
+                             f"are not multiples of the group size; {hint}")
+        raise CodecError(f"no targeted weight can be quantized ({len(self.skipped)} would be left dense): "
+                         f"{self.skipped[0]['module']}: {self.skipped[0]['reason']}")
 
     def formats(self) -> list[str]:
         return sorted(set(self.used.values()))

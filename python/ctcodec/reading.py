@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 from . import _native
 from .errors import CodecError
+from .extras import require
 from .formats import normalize
 from . import qconfig
 from .layout import find_config, format_from_config, quantization_config, read_json, shard_paths
@@ -26,6 +27,10 @@ def declared_format(path: str | os.PathLike) -> str | None:
         raise CodecError(msg if str(cfg) in msg else f"{cfg}: {msg}") from None
 
 
+FRAMEWORKS = ("torch", "numpy")
+READ_MODES = ("auto", "mmap", "pread")
+
+
 def decompress_file(
     path: str | os.PathLike,
     *,
@@ -39,13 +44,30 @@ def decompress_file(
     Compressed weights come back under their dense name (`<module>.weight`). The format
     is the one given, else the one config.json declares, else guessed from the tensor
     names. Tensors are torch tensors when torch is installed (numpy arrays otherwise, or
-    with `framework="numpy"`), moved to `device` when one is given. Nothing is read
-    until the iterator advances; each tensor is decoded with all cores, GIL released.
+    with `framework="numpy"`), moved to `device` when one is given. `mode` is how files
+    are read: "mmap" maps them, "pread" uses positioned reads (for network filesystems,
+    where a mapping can fault on a server hiccup), "auto" (default) maps local files and
+    reads others. Arguments, the file list and config.json are checked when this is
+    called; tensors are read only as the iterator advances, each decoded with all cores
+    with the GIL released.
     """
     framework = framework or default_framework()
+    if framework not in FRAMEWORKS:
+        raise CodecError(f"unknown framework {framework!r} (torch or numpy)")
+    if framework == "torch":
+        require("torch", "framework='torch'", "torch")
+    if mode not in READ_MODES:
+        raise CodecError(f"unknown read mode {mode!r} ({', '.join(READ_MODES)})")
+    if framework == "numpy" and device not in (None, "cpu"):
+        raise CodecError(f"numpy arrays live on the CPU, not {device!r}")
     fmt = format or declared_format(path)
     quant = declared_quantization(path)
-    for shard in shard_paths(path):
+    shards = shard_paths(path)
+    return _iter_files(shards, fmt, framework, device, mode, quant)
+
+
+def _iter_files(shards, fmt, framework, device, mode, quant) -> Iterator[tuple[str, Any]]:
+    for shard in shards:
         yield from _iter_file(shard, fmt, framework, device, mode, quant)
 
 
@@ -64,6 +86,16 @@ def shard_schemes(shard: str | os.PathLike, quant: qconfig.QuantConfig, mode: st
         return None
     _meta, tensors = _native.read_header(os.fspath(shard), mode)
     return qconfig.file_schemes((t[0] for t in tensors), quant, where=os.fspath(shard))
+
+
+def compressed_tensor_count(path: str | os.PathLike) -> int:
+    """How many tensors of a file or model folder are stored compressed (headers only)."""
+    fmt, quant = declared_format(path), declared_quantization(path)
+    count = 0
+    for shard in shard_paths(path):
+        reader = _native.CompressedFile(os.fspath(shard), fmt, "auto", shard_schemes(shard, quant))
+        count += sum(1 for entry in reader.entries() if entry[3])
+    return count
 
 
 # Tensors are decoded in batches of up to this many bytes into one buffer each (one

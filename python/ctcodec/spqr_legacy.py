@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from . import _native
-from .checkpoint import _copy_other_files, _prepare_output, _write_index
+from .checkpoint import _copy_other_files, _write_index, check_input_folder, output_folder
 from .errors import CodecError
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
 from .spqr_format import SpqrParams, pack
@@ -112,6 +112,8 @@ def convert_legacy(legacy_dir: str | os.PathLike, base_model: str | os.PathLike,
     """Writes a ctcodec SpQR checkpoint from the original SpQR's saved layers and the
     base model they were quantized from (which supplies every other tensor)."""
     legacy, base, dst = Path(legacy_dir), Path(base_model), Path(dst_dir)
+    check_input_folder(legacy)
+    check_input_folder(base)
     if not (legacy / "args.pt").is_file():
         raise CodecError(f"{legacy}: no args.pt (not an SpQR --save folder)")
     args = _load(legacy / "args.pt")
@@ -151,15 +153,15 @@ def convert_legacy(legacy_dir: str | os.PathLike, base_model: str | os.PathLike,
 
     from .calibrate.export import write_checkpoint
 
-    _prepare_output(base, dst, overwrite)
-    write_checkpoint(base, dst, replaced, {})
-    _write_index(base, dst, shards)
-    share = outliers / max(total, 1)
-    base_config["quantization_config"] = params.config(
-        ignore=[], outlier_fraction=share, average_bits=params.average_bits(share),
-        calibration={"algorithm": "spqr", "converted_from": "SpQR main.py --save",
-                     **{k: args[k] for k in ("nsamples", "percdamp", "outlier_threshold", "permutation_order")
-                        if k in args and isinstance(args[k], (int, float, str))}})
-    write_json_atomic(dst / CONFIG_NAME, base_config, sort_keys=True)
-    _copy_other_files(base, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+    with output_folder(base, dst, overwrite):
+        write_checkpoint(base, dst, replaced, {})
+        _write_index(base, dst, shards)
+        share = outliers / max(total, 1)
+        base_config["quantization_config"] = params.config(
+            ignore=[], outlier_fraction=share, average_bits=params.average_bits(share),
+            calibration={"algorithm": "spqr", "converted_from": "SpQR main.py --save",
+                         **{k: args[k] for k in ("nsamples", "percdamp", "outlier_threshold", "permutation_order")
+                            if k in args and isinstance(args[k], (int, float, str))}})
+        write_json_atomic(dst / CONFIG_NAME, base_config, sort_keys=True)
+        _copy_other_files(base, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
     return {"layers": len(replaced), "outlier_fraction": share, "average_bits": params.average_bits(share)}

@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 
 from .. import _native, quantization
-from ..checkpoint import (DEFAULT_IGNORE, DEFAULT_TARGETS, _copy_other_files, _prepare_output, _write_index,
-                          compress_checkpoint)
+from ..checkpoint import (DEFAULT_IGNORE, DEFAULT_TARGETS, _copy_other_files, _write_index, check_input_folder,
+                          compress_checkpoint, output_folder)
 from ..errors import CodecError
 from ..layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
 from ..reading import declared_format, declared_quantization
@@ -82,8 +82,7 @@ def compress_calibrated(
     if algorithm not in ALGORITHMS:
         raise CodecError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
     src, dst = Path(src_dir), Path(dst_dir)
-    if not src.is_dir():
-        raise CodecError(f"{src}: not a model folder")
+    check_input_folder(src)
     if declared_format(src) not in (None, "dense") or declared_quantization(src):
         raise CodecError(f"{src}: is already compressed")
     targets = list(DEFAULT_TARGETS if targets is None else targets)
@@ -119,6 +118,7 @@ def compress_calibrated(
                                      f"not {scheme} ({fmt}, {qtype} {strategy})")
                 quantizers[name] = IntQuantizer(bits, symmetric, gsize if strategy == "group" else None,
                                                 getattr(torch, {"BF16": "bfloat16", "F16": "float16"}.get(dtypes[name], "float32")))
+        plan.refuse_if_nothing_fits()
     else:
         for tensors in headers.values():
             for name, dtype, shape in tensors:
@@ -181,48 +181,48 @@ def compress_calibrated(
     if plan is not None:
         plan.skipped.extend(skipped)
 
-    _prepare_output(src, dst, overwrite)
-    summary = {"algorithm": algorithm, "calibration_seconds": calib_seconds, "nsamples": nsamples,
-               "seqlen": seqlen, "weights": counts["weights"]}
-    config = read_json(src / CONFIG_NAME)
-    if algorithm == "sparsegpt" and plan is None:
-        # Pruned only: write the pruned dense model, then store it losslessly sparse.
-        with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-            tmp = Path(tmp)
-            export.write_checkpoint(src, tmp, {}, dense)
-            _write_index(src, tmp, shards)
-            write_json_atomic(tmp / CONFIG_NAME, config)
-            _copy_other_files(src, tmp, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
-            fmt = "sparse-24-bitmask" if (prune_n, prune_m) == (2, 4) else "sparse-bitmask"
-            inner = compress_checkpoint(tmp, dst, fmt, targets=targets, ignore=ignore, overwrite=True)
-        summary.update(format=fmt, bytes_out=inner["bytes_out"], pruned_fraction=counts["pruned"] / counts["params"])
-    else:
-        stats = export.write_checkpoint(src, dst, replaced, {})
-        _write_index(src, dst, shards)
-        if algorithm == "spqr":
-            share = counts["outliers"] / counts["params"]
-            config["quantization_config"] = spqr_params.config(
-                ignore=ignore, outlier_fraction=share, average_bits=spqr_params.average_bits(share),
-                calibration={"algorithm": "spqr", "nsamples": nsamples, "seqlen": seqlen, "percdamp": percdamp,
-                             "outlier_threshold": outlier_threshold, "act_order": bool(act_order),
-                             "simplified_outliers": simplified_outliers})
-            summary.update(average_bits=spqr_params.average_bits(share), outlier_fraction=share, skipped=skipped)
+    with output_folder(src, dst, overwrite):
+        summary = {"algorithm": algorithm, "calibration_seconds": calib_seconds, "nsamples": nsamples,
+                   "seqlen": seqlen, "weights": counts["weights"]}
+        config = read_json(src / CONFIG_NAME)
+        if algorithm == "sparsegpt" and plan is None:
+            # Pruned only: write the pruned dense model, then store it losslessly sparse.
+            with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+                tmp = Path(tmp)
+                export.write_checkpoint(src, tmp, {}, dense)
+                _write_index(src, tmp, shards)
+                write_json_atomic(tmp / CONFIG_NAME, config)
+                _copy_other_files(src, tmp, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+                fmt = "sparse-24-bitmask" if (prune_n, prune_m) == (2, 4) else "sparse-bitmask"
+                inner = compress_checkpoint(tmp, dst, fmt, targets=targets, ignore=ignore, overwrite=True)
+            summary.update(format=fmt, bytes_out=inner["bytes_out"], pruned_fraction=counts["pruned"] / counts["params"])
         else:
-            for g in plan.groups.values():
-                if act_order and g["weights"].get("strategy") == "group":
-                    g["weights"]["actorder"] = actorder
-                g["weights"]["observer"] = "minmax"
-            config["quantization_config"] = plan.config()
-            summary["skipped"] = plan.skipped
-            if pruning:
-                config["quantization_config"]["sparsity_config"] = {
-                    "format": "dense", "global_sparsity": counts["pruned"] / counts["params"],
-                    "ignore": config["quantization_config"]["ignore"], "registry_requires_subclass": False,
-                    "sparsity_structure": f"{prune_m - prune_n}:{prune_m}" if prune_n else "unstructured",
-                    "targets": targets}
-                summary["pruned_fraction"] = counts["pruned"] / counts["params"]
-        write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
-        _copy_other_files(src, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
-        summary["bytes_out"] = sum(s["bytes_out"] for s in stats)
+            stats = export.write_checkpoint(src, dst, replaced, {})
+            _write_index(src, dst, shards)
+            if algorithm == "spqr":
+                share = counts["outliers"] / counts["params"]
+                config["quantization_config"] = spqr_params.config(
+                    ignore=ignore, outlier_fraction=share, average_bits=spqr_params.average_bits(share),
+                    calibration={"algorithm": "spqr", "nsamples": nsamples, "seqlen": seqlen, "percdamp": percdamp,
+                                 "outlier_threshold": outlier_threshold, "act_order": bool(act_order),
+                                 "simplified_outliers": simplified_outliers})
+                summary.update(average_bits=spqr_params.average_bits(share), outlier_fraction=share, skipped=skipped)
+            else:
+                for g in plan.groups.values():
+                    if act_order and g["weights"].get("strategy") == "group":
+                        g["weights"]["actorder"] = actorder
+                    g["weights"]["observer"] = "minmax"
+                config["quantization_config"] = plan.config()
+                summary["skipped"] = plan.skipped
+                if pruning:
+                    config["quantization_config"]["sparsity_config"] = {
+                        "format": "dense", "global_sparsity": counts["pruned"] / counts["params"],
+                        "ignore": config["quantization_config"]["ignore"], "registry_requires_subclass": False,
+                        "sparsity_structure": f"{prune_m - prune_n}:{prune_m}" if prune_n else "unstructured",
+                        "targets": targets}
+                    summary["pruned_fraction"] = counts["pruned"] / counts["params"]
+            write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
+            _copy_other_files(src, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+            summary["bytes_out"] = sum(s["bytes_out"] for s in stats)
     summary["seconds"] = time.perf_counter() - t_start
     return summary

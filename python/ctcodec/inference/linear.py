@@ -4,6 +4,9 @@ through an exact fallback that dequantizes (as ctcodec's decoder does) and multi
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 
 from .unpack import dequantize_pack, dequantize_spqr
@@ -14,10 +17,14 @@ SPQR_PARTS = ("weight_codes", "weight_stats", "weight_second_order", "weight_per
               "weight_outlier_tile_col_vals")
 
 
+@functools.cache
 def _kernels():
+    """The Triton kernels, or None (then layers dequantize before each matmul: exact, slower)."""
     try:
         import ctcodec_kernels
     except ImportError:
+        warnings.warn('ctcodec-kernels is not installed: compressed layers on the GPU dequantize before each '
+                      'matmul; pip install "ctcodec[gpu]" for the Triton kernels', stacklevel=3)
         return None
     return ctcodec_kernels if ctcodec_kernels.available() else None
 
