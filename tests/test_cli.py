@@ -147,6 +147,19 @@ def test_failed_run_leaves_no_output_folder_and_the_input_untouched(tmp_path):
     assert list((tmp_path / "kept").iterdir()) == []
 
 
+def test_failed_compress_of_a_truncated_input_leaves_nothing(tmp_path):
+    src = model_folder(tmp_path / "src")
+    shard = src / "model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])  # the header promises 100 bytes more
+    before = listing(src)
+    for extra in ([], ["--scheme", "W8A16", "--group-size", "32"]):
+        r = run("compress", src, tmp_path / "out", "-q", *extra)
+        assert r.returncode == 2
+        assert str(shard) in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "out").exists()
+    assert listing(src) == before
+
+
 def test_inspect_sorts_layers_by_number(tmp_path):
     src = model_folder(tmp_path / "src", layers=12)
     assert run("compress", src, tmp_path / "out", "-q").returncode == 0
