@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 import ctcodec
+from model_folders import model_folder
 
 CTCODEC = Path(sys.executable).parent / "ctcodec"
 
@@ -23,23 +23,6 @@ def run(*args, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def listing(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def model_folder(path: Path, layers: int = 12, widths=(64, 96)) -> Path:
-    """A model folder with `layers` layers, each an up (widths[0] wide) and a down
-    projection (widths[1] wide), in bf16 as ml_dtypes stores it."""
-    import ml_dtypes
-
-    rng = np.random.default_rng(0)
-    tensors = {"model.embed_tokens.weight": rng.standard_normal((32, widths[0])).astype(ml_dtypes.bfloat16)}
-    for i in range(layers):
-        tensors[f"model.layers.{i}.mlp.up_proj.weight"] = rng.standard_normal((widths[1], widths[0]))
-        tensors[f"model.layers.{i}.mlp.down_proj.weight"] = rng.standard_normal((widths[0], widths[1]))
-    tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}
-    path.mkdir(parents=True)
-    save_file(tensors, path / "model.safetensors")
-    (path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "torch_dtype": "bfloat16"}))
-    return path
 
 
 def test_version_is_the_package_version():

@@ -117,7 +117,6 @@ CASES: dict[str, tuple] = {
     "packed_rows_disagree": (_set("weight_packed", shape=[2, 4], array=np.zeros((2, 4), np.int32)), W4, "pack-quantized",
                              ["weight_packed"]),
     "group_size_does_not_divide": (lambda p: None, {**W4, "group_size": 5}, "pack-quantized", ["group size"]),
-    "nine_bits": (lambda p: None, {**W4, "num_bits": 9}, "pack-quantized", ["9-bit"]),
     "wrong_format_for_args": (lambda p: None, W4, "nvfp4-pack-quantized", ["nvfp4"]),
 }
 

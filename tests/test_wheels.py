@@ -51,7 +51,7 @@ def test_artifacts_are_an_abi3_manylinux_wheel_an_sdist_and_the_kernels(dist):
         metadata = z.read(f"ctcodec-{ctcodec.__version__}.dist-info/METADATA").decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     core = [r for r in requires if "extra ==" not in r]
-    assert sorted(r.split()[1].split(">")[0].split("=")[0].lower() for r in core) == ["ml-dtypes", "numpy"]
+    assert sorted(r.split()[1].split(">")[0].split("=")[0].lower() for r in core) == ["ml-dtypes", "numpy", "pydantic"]
     assert any("torch" in r and "extra == 'torch'" in r for r in requires)
     assert any("transformers" in r and "extra == 'torch'" in r for r in requires)
 
@@ -96,8 +96,10 @@ print("read", len(list(__import__("pathlib").Path(sys.argv[2]).iterdir())))
 
 def test_fresh_venv_installs_from_dist_alone_and_reads_bf16_checkpoints(dist, tmp_path):
     wheelhouse = tmp_path / "wheelhouse"
+    core = ["numpy", "ml-dtypes", "pydantic", "pydantic-core", "annotated-types", "typing-extensions",
+            "typing-inspection"]  # the core dependencies and theirs, at the locked versions
     _sh(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-        "--dest", wheelhouse, f"numpy=={_locked('numpy')}", f"ml-dtypes=={_locked('ml-dtypes')}")
+        "--dest", wheelhouse, *[f"{name}=={_locked(name)}" for name in core])
     venv = tmp_path / "venv"
     _sh(sys.executable, "-m", "venv", venv)
     py = venv / "bin" / "python"
@@ -105,7 +107,7 @@ def test_fresh_venv_installs_from_dist_alone_and_reads_bf16_checkpoints(dist, tm
         "ctcodec")
     installed = _sh(py, "-m", "pip", "list", "--format", "json").stdout
     names = {p["name"].lower() for p in json.loads(installed)}
-    assert {"ctcodec", "numpy", "ml_dtypes"} <= names | {n.replace("-", "_") for n in names}
+    assert {"ctcodec", "numpy", "ml_dtypes", "pydantic"} <= names | {n.replace("-", "_") for n in names}
     assert "torch" not in names
 
     folders, expected = _bf16_checkpoints(tmp_path)

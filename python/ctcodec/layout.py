@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .config_models import validate_quantization_config
 from .errors import CodecError
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -63,12 +64,14 @@ def find_config(path: str | os.PathLike) -> Path | None:
     return cfg if cfg.is_file() else None
 
 
-def format_from_config(config: dict[str, Any] | None) -> str | None:
+def format_from_config(config: dict[str, Any] | None, where: str | os.PathLike = CONFIG_NAME) -> str | None:
     """The sparse on-disk format a config.json declares, or None when it declares none
     (quantized formats are resolved per module, see `qconfig`)."""
     if not config:
         return None
     qc = config.get("quantization_config") or config.get("compression_config")
+    if qc is not None:
+        validate_quantization_config(qc, where)
     if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") != "compressed-tensors":
         return None
     sparsity = qc.get("sparsity_config") or {}
@@ -83,6 +86,8 @@ def quantization_config(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
     config = read_json(cfg)
     qc = config.get("quantization_config") or config.get("compression_config")
+    if qc is not None:
+        validate_quantization_config(qc, cfg)
     if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") not in ("compressed-tensors", "ctcodec"):
         return None
     return qc

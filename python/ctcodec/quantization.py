@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from .config_models import validate_quantization_config
 from .errors import CodecError
 from .qconfig import parse as parse_config
 from .schemes import infer_format, normalize_weights, preset, spec_tuple
@@ -33,6 +34,7 @@ def _load_recipe(recipe: str | os.PathLike | dict) -> dict[str, Any]:
     data = data.get("quantization_config", data)
     if not isinstance(data, dict) or not isinstance(data.get("config_groups"), dict):
         raise CodecError(f"recipe {recipe!r} has no config_groups")
+    validate_quantization_config(data, "recipe" if isinstance(recipe, dict) else recipe)
     return data
 
 

@@ -20,7 +20,7 @@ def declared_format(path: str | os.PathLike) -> str | None:
     if cfg is None:
         return None
     try:
-        fmt = format_from_config(read_json(cfg))
+        fmt = format_from_config(read_json(cfg), cfg)
         return normalize(fmt) if fmt else None
     except CodecError as e:
         msg = str(e)

@@ -1,0 +1,119 @@
+"""Typed `quantization_config`: pydantic models with compressed-tensors' own field names
+and types (its QuantizationArgs, QuantizationScheme, QuantizationConfig and
+SparsityCompressionConfig), so a value of the wrong type becomes a CodecError naming
+the file and the field path instead of a TypeError deep in the reader. Fields that
+compressed-tensors tolerates beyond these stay tolerated (extra="allow")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import CodecError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class QuantizationArgs(_Model):
+    num_bits: int = Field(8, ge=1, le=8)
+    type: Literal["int", "float"] = "int"
+    symmetric: bool = True
+    group_size: int | None = None
+    strategy: Literal["tensor", "channel", "group", "block", "token", "tensor_group", "attn_head"] | None = None
+    block_structure: list[int] | None = None
+    dynamic: bool | Literal["local"] = False
+    actorder: bool | Literal["group", "weight", "static", "dynamic"] | None = None
+    scale_dtype: str | None = None
+    zp_dtype: str | None = None
+    observer: str | None = None
+    observer_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class QuantizationScheme(_Model):
+    targets: list[str]
+    weights: QuantizationArgs | None = None
+    input_activations: QuantizationArgs | None = None
+    output_activations: QuantizationArgs | None = None
+    format: str | None = None
+
+
+class SparsityConfig(_Model):
+    format: str
+    targets: list[str] | None = None
+    ignore: list[str] | None = None
+    global_sparsity: float | None = 0.0
+    sparsity_structure: str | None = "unstructured"
+
+
+class QuantizationConfig(_Model):
+    """compressed-tensors' `quantization_config` (alias `compression_config`)."""
+
+    config_groups: dict[str, Union[QuantizationScheme, list[str]]] = Field(default_factory=dict)
+    quant_method: str = "compressed-tensors"
+    kv_cache_scheme: QuantizationArgs | None = None
+    format: str | None = None
+    quantization_status: str | None = None
+    global_compression_ratio: float | None = None
+    ignore: list[str] | None = None
+    sparsity_config: SparsityConfig | None = None
+    transform_config: dict[str, Any] | None = None
+    version: str | None = None
+
+    @field_validator("sparsity_config", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == {} else value  # compressed-tensors writes {} for "no sparsity"
+
+
+class SpqrConfig(_Model):
+    """ctcodec's SpQR entry (quant_method "ctcodec", format "spqr")."""
+
+    quant_method: Literal["ctcodec"]
+    format: Literal["spqr"]
+    bits: int = Field(ge=1, le=8)
+    beta1: int = Field(ge=1)
+    beta2: int = Field(ge=1)
+    qq_scale_bits: int = Field(ge=1, le=8)
+    qq_zero_bits: int = Field(ge=1, le=8)
+    dtype: str = "bfloat16"
+    outlier_layout: str = "csr"
+    ignore: list[str] | None = None
+    version: str | None = None
+
+
+# Union arms pydantic puts into error locations; a field path leaves them out.
+_ARMS = {"QuantizationScheme", "list[str]", "bool", "str", "int", "literal['local']",
+         "literal['group','weight','static','dynamic']"}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    path = ".".join(str(part) for part in error["loc"] if str(part).replace(" ", "") not in _ARMS)
+    got = error.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) or len(repr(got)) < 60 else type(got).__name__
+    return f"{path or '(top level)'}: {error['msg']}, got {shown}"
+
+
+def validate_quantization_config(qc: Any, where: str | Path) -> None:
+    """Raises CodecError naming `where` and the first bad field when the
+    `quantization_config` of a config.json does not have compressed-tensors' types."""
+    if not isinstance(qc, dict):
+        raise CodecError(f"{where}: quantization_config: expected an object, got {type(qc).__name__}")
+    if qc.get("quant_method") == "ctcodec" and qc.get("format") == "spqr":
+        model = SpqrConfig
+    elif qc.get("quant_method", "compressed-tensors") == "compressed-tensors":
+        model = QuantizationConfig
+    else:
+        return  # another library's quantization (gptq, awq, ...): not ours to check
+    try:
+        model.model_validate(qc)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        # A malformed scheme group fails both arms of the union: report the scheme arm's errors.
+        errors = [x for x in errors if "list[str]" not in map(str, x["loc"])] or errors
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise CodecError(f"{where}: quantization_config.{_describe(first)}{more}") from None
