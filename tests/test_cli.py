@@ -214,3 +214,21 @@ def test_decompress_file_checks_its_arguments_before_reading(tmp_path):
     for mode in ("auto", "mmap", "pread"):
         got = dict(ctcodec.decompress_file(src, framework="numpy", mode=mode))
         assert got.keys() == load_file(src / "model.safetensors").keys()
+
+
+@pytest.mark.parametrize("code, feature", [
+    ("ctcodec.load_model('x')", "ctcodec.load_model"),
+    ("from ctcodec.calibrate import compress_calibrated", "ctcodec.calibrate"),
+    ("list(ctcodec.decompress_file('x', framework='torch'))", "framework='torch'"),
+])
+def test_python_api_without_torch_raises_missing_dependency(code, feature, tmp_path):
+    import os
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_NO_TORCH)
+    script = ("import ctcodec\ntry:\n    " + code + "\nexcept ctcodec.MissingDependency as e:\n"
+              "    assert isinstance(e, ImportError)\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+    assert r.returncode == 0, r.stderr
+    assert feature in r.stdout and 'pip install "ctcodec[torch]"' in r.stdout, r.stdout
