@@ -94,7 +94,7 @@ def main() -> int:
     new_model = AutoModelForCausalLM.from_pretrained(back, dtype=torch.bfloat16).eval()
     with torch.no_grad():
         same_logits = torch.equal(ref_model(ids).logits, new_model(ids).logits)
-        text = tok.decode(new_model.generate(ids, max_new_tokens=8, do_sample=False)[0])
+        text = tok.decode(new_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)[0])
 
     comp_bytes = _size(comp)
     print()
