@@ -183,3 +183,25 @@ def test_recipes_are_typed_too(tmp_path):
     # A preset group ({"scheme": ..., "targets": ..., "group_size": ...}) is ctcodec's own shorthand: accepted.
     ctcodec.compress_checkpoint(src, tmp_path / "ok", recipe={"config_groups": {
         "mlp": {"scheme": "W4A16", "targets": ["re:.*mlp.*"], "group_size": 32}}})
+
+
+@pytest.mark.parametrize("kind, value, needle", [
+    ("W8A8", 0, "group_size must be positive, or -1"),
+    ("W8A8", -5, "group_size must be positive, or -1"),
+])
+def test_group_size_range(kind, value, needle, compressed, tmp_path):
+    folder = _copy_with_config(compressed[kind], tmp_path / "in",
+                               _set(("config_groups", "group_0", "weights", "group_size"), value))
+    with pytest.raises(ctcodec.CodecError, match=needle):
+        list(ctcodec.decompress_file(folder))
+
+
+@pytest.mark.parametrize("kind", ["W8A8", "sparse24", "FP8_DYNAMIC"])
+def test_group_size_minus_one_on_a_channel_scheme_decodes_the_same(kind, compressed, tmp_path):
+    """-1 is compressed-tensors' spelling of "one group per row" (found by the fuzz: it
+    reached the native spec as a negative size); on a channel scheme it changes nothing."""
+    folder = _copy_with_config(compressed[kind], tmp_path / "in",
+                               _set(("config_groups", "group_0", "weights", "group_size"), -1))
+    want = dict(ctcodec.decompress_file(compressed[kind], framework="numpy"))
+    got = dict(ctcodec.decompress_file(folder, framework="numpy"))
+    assert all(np.array_equal(want[n].view(np.uint16), got[n].view(np.uint16)) for n in want)

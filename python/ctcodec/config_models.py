@@ -7,7 +7,7 @@ compressed-tensors tolerates beyond these stay tolerated (extra="allow")."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -24,13 +24,20 @@ class QuantizationArgs(_Model):
     symmetric: bool = True
     group_size: int | None = None
     strategy: Literal["tensor", "channel", "group", "block", "token", "tensor_group", "attn_head"] | None = None
-    block_structure: list[int] | None = None
+    block_structure: list[Annotated[int, Field(ge=1)]] | str | None = None  # or the legacy "128x128"
     dynamic: bool | Literal["local"] = False
     actorder: bool | Literal["group", "weight", "static", "dynamic"] | None = None
     scale_dtype: str | None = None
     zp_dtype: str | None = None
     observer: str | None = None
     observer_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("group_size")
+    @classmethod
+    def _positive_or_minus_one(cls, value: int | None) -> int | None:
+        if value is not None and value != -1 and value < 1:
+            raise ValueError("group_size must be positive, or -1 for one group per row")
+        return value
 
 
 class QuantizationScheme(_Model):
@@ -85,13 +92,17 @@ class SpqrConfig(_Model):
     version: str | None = None
 
 
-# Union arms pydantic puts into error locations; a field path leaves them out.
-_ARMS = {"QuantizationScheme", "list[str]", "bool", "str", "int", "literal['local']",
-         "literal['group','weight','static','dynamic']"}
+# Union arms pydantic puts into error locations ("list[str]", "literal[...]", "bool",
+# a model's name); a field path leaves them out.
+_ARMS = {"QuantizationScheme", "QuantizationArgs", "SparsityConfig", "bool", "str", "int", "float"}
+
+
+def _is_arm(part: Any) -> bool:
+    return isinstance(part, str) and (part in _ARMS or "[" in part or part.startswith("constrained-"))
 
 
 def _describe(error: dict[str, Any]) -> str:
-    path = ".".join(str(part) for part in error["loc"] if str(part).replace(" ", "") not in _ARMS)
+    path = ".".join(str(part) for part in error["loc"] if not _is_arm(part))
     got = error.get("input")
     shown = repr(got) if not isinstance(got, (dict, list)) or len(repr(got)) < 60 else type(got).__name__
     return f"{path or '(top level)'}: {error['msg']}, got {shown}"

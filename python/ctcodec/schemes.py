@@ -128,8 +128,12 @@ def spec_tuple(weights: dict[str, Any], fmt: str, legacy: bool = False,
     if fmt == "pack-quantized" and legacy:
         fmt = "pack-quantized-legacy"
     block = w.get("block_structure")
+    # group_size -1 (compressed-tensors' "one group per row") only matters to group strategies,
+    # which refuse it above; elsewhere it is not passed on.
+    group_size = w.get("group_size")
+    group_size = group_size if isinstance(group_size, int) and group_size > 0 else None
     return (fmt, int(w["num_bits"]), w["type"], bool(w["symmetric"]), w["strategy"],
-            w.get("group_size"), tuple(block) if block else None, global_scale)
+            group_size, tuple(block) if block else None, global_scale)
 
 
 def format_version_tuple(version: str | None) -> tuple[int, ...]:
