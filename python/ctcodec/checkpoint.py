@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +12,7 @@ from . import _native, quantization
 from .errors import CodecError
 from .formats import normalize, normalize_any
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
+from .run_folder import OutputNotEmpty, input_fingerprint, run_folder, run_key
 from .reading import declared_format, declared_quantization, shard_schemes
 from .targets import is_target
 from .tensors import nbytes, numel
@@ -24,14 +24,6 @@ DEFAULT_TARGETS = ("Linear",)
 DEFAULT_IGNORE = ("lm_head",)
 
 
-class OutputNotEmpty(CodecError):
-    """The output folder holds files and overwriting was not asked for."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        super().__init__(f"{folder}: output folder is not empty (pass overwrite=True)")
-
-
 def check_input_folder(src: Path) -> None:
     if not src.exists():
         raise CodecError(f"{src}: does not exist")
@@ -39,45 +31,24 @@ def check_input_folder(src: Path) -> None:
         raise CodecError(f"{src}: is a file, not a model folder")
 
 
-def _prepare_output(src: Path, dst: Path, overwrite: bool) -> None:
-    if src.resolve() == dst.resolve():
-        raise CodecError(f"{dst}: output folder is the input folder; inputs are never modified")
-    if dst.exists() and not dst.is_dir():
-        raise CodecError(f"{dst}: output path is a file, not a folder")
-    if dst.exists() and any(dst.iterdir()):
-        if not overwrite:
-            raise OutputNotEmpty(dst)
-        # Checkpoint files of an earlier output would otherwise mix with the new ones
-        # (a stale index names stale shards).
-        for old in [*dst.glob("*.safetensors"), dst / INDEX_NAME, dst / CONFIG_NAME]:
-            if old.is_file():
-                old.unlink()
-    dst.mkdir(parents=True, exist_ok=True)
-
-
-@contextmanager
 def output_folder(src: Path, dst: Path, overwrite: bool):
-    """Prepares `dst` for writing; if the body fails and `dst` did not exist before,
-    removes it, so a failed run leaves no empty or partial output folder behind."""
-    existed = dst.exists()
-    _prepare_output(src, dst, overwrite)
-    try:
-        yield dst
-    except BaseException:
-        if not existed:
-            shutil.rmtree(dst, ignore_errors=True)
-        raise
+    """The output folder of a run that cannot resume (calibrated compression keeps its
+    per-layer state in memory): a rerun after a kill starts over."""
+    return run_folder(src, dst, overwrite, key=None)
 
 
-def _write_shards(run, jobs: list) -> object:
-    """Runs the native call that writes every shard; if it fails part way, removes the
-    shards it already put in place, so a failed run leaves no half checkpoint."""
-    try:
-        return run(jobs)
-    except BaseException:
-        for job in jobs:
-            Path(job[1]).unlink(missing_ok=True)
-        raise
+def _write_resumably(out, jobs: list, write_one) -> list:
+    """Writes each job's shard unless an earlier, interrupted run of the same command
+    finished it (verified against the manifest); returns each shard's statistics."""
+    results = []
+    for job in jobs:
+        name = Path(job[1]).name
+        stats = out.done(name)
+        if stats is None:
+            stats = write_one(job)
+            out.record(name, stats)
+        results.append(stats)
+    return results
 
 
 def _copy_other_files(src: Path, dst: Path, skip: set[str]) -> list[str]:
@@ -171,8 +142,11 @@ def compress_checkpoint(
     if quantize:
         plan.refuse_if_nothing_fits()
         quantization.share_fused_global_scales(jobs)
-    with output_folder(src, dst, overwrite):
-        stats = _write_shards(lambda j: _native.compress_files(j, progress), jobs)
+    key = run_key("compress", _native.__version__, input_fingerprint(shards), jobs, two_four, sparsity_structure,
+                  plan.config() if quantize else None, targets, ignore)
+    with run_folder(src, dst, overwrite, key) as out:
+        stats = _write_resumably(out, jobs, lambda job: _native.compress_files([job], progress)[0])
+        summary_resumed = list(out.resumed)
 
         summary = _summarize(stats)
         if prune is not None:
@@ -223,6 +197,8 @@ def compress_checkpoint(
         write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
         skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
         summary["copied"] = _copy_other_files(src, dst, skip)
+        summary["resumed_shards"] = summary_resumed
+        summary["shards"] = len(jobs)
         return summary
 
 
@@ -304,11 +280,12 @@ def decompress_checkpoint(
     # One call per shard: each shard holds its own set of quantized modules.
     schemes = [shard_schemes(s, quant) for s in shards]
 
-    def run(jobs):
-        return sum(_native.decompress_files([j], fmt, progress, "auto", sc) for j, sc in zip(jobs, schemes))
-
-    with output_folder(src, dst, overwrite):
-        count = _write_shards(run, jobs)
+    scheme_of = {job[1]: sc for job, sc in zip(jobs, schemes)}
+    key = run_key("decompress", _native.__version__, input_fingerprint(shards), fmt, jobs, schemes)
+    with run_folder(src, dst, overwrite, key) as out:
+        count = sum(_write_resumably(
+            out, jobs, lambda job: _native.decompress_files([job], fmt, progress, "auto", scheme_of[job[1]])))
+        resumed = list(out.resumed)
         _write_index(src, dst, shards)
         config_path = src / CONFIG_NAME
         if config_path.is_file():
@@ -317,4 +294,5 @@ def decompress_checkpoint(
             write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
         skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
         copied = _copy_other_files(src, dst, skip)
-    return {"tensors": count, "format": fmt or "detected", "copied": copied}
+    return {"tensors": count, "format": fmt or "detected", "copied": copied, "resumed_shards": resumed,
+            "shards": len(jobs)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -42,6 +43,12 @@ def _print_skipped(skipped: list[dict], verbose: bool) -> None:
     more = f", ... ({len(skipped) - _SHOWN_SKIPPED} more; -v lists them all)" if len(skipped) > _SHOWN_SKIPPED else ""
     print(f"left dense: {len(skipped)} weight{'s' if len(skipped) > 1 else ''} ({names}{more}); "
           f"first reason: {skipped[0]['reason']}")
+
+
+def _print_resumed(summary: dict) -> None:
+    if summary.get("resumed_shards"):
+        print(f"resumed {len(summary['resumed_shards'])} of {summary['shards']} shards: kept (verified) from an "
+              "interrupted run of this command")
 
 
 def _cmd_compress_calibrated(args) -> int:
@@ -95,6 +102,7 @@ def _cmd_compress(args) -> int:
         + f") in {dt:.2f} s ({summary['bytes_in'] / 2**20 / max(dt, 1e-9):,.0f} MiB/s)"
     )
     _print_skipped(summary.get("skipped", []), args.verbose)
+    _print_resumed(summary)
     return 0
 
 
@@ -107,6 +115,7 @@ def _cmd_decompress(args) -> int:
         print(f"{args.model_dir}: holds nothing compressed; copying it as asked (--copy)")
     summary = decompress_checkpoint(args.model_dir, args.out_dir, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {summary['tensors']} dense tensors to {args.out_dir} in {time.perf_counter() - t0:.2f} s")
+    _print_resumed(summary)
     return 0
 
 
@@ -245,8 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    # Unwinds like Ctrl-C: a run keeps its finished shards for a rerun and removes its
+    # temporary files (the handler runs once the current native call has returned).
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.run(args)
     except OutputNotEmpty as e:
@@ -254,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
               "in it)", file=sys.stderr)
     except (CodecError, MissingDependency, FileNotFoundError) as e:
         print(f"ctcodec: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("ctcodec: interrupted; finished shards are kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 from .config_models import validate_quantization_config
 from .errors import CodecError
+from .run_folder import refuse_incomplete
 
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
@@ -21,6 +22,7 @@ def shard_paths(path: str | os.PathLike) -> list[Path]:
         return [p]
     if not p.is_dir():
         raise FileNotFoundError(f"{p}: does not exist")
+    refuse_incomplete(p)
     index = p / INDEX_NAME
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
