@@ -14,14 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 import ctcodec
+from model_folders import SHARDS, sharded_model as _sharded_model
 
 CTCODEC = Path(sys.executable).parent / "ctcodec"
-SHARDS = 4
 
 # Arms a SIGKILL in the child: CTCODEC_KILL=during:N (once a temporary file exists while
 # shard N is written), after:N (once N shards are recorded), index (when the index's
@@ -68,29 +66,6 @@ if where:
             return write(path, data, sort_keys)
         cp.write_json_atomic = killing
 '''
-
-
-def _sharded_model(folder: Path) -> Path:
-    import ml_dtypes
-
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    weight_map = {}
-    for s in range(SHARDS):
-        name = f"model-{s + 1:05d}-of-{SHARDS:05d}.safetensors"
-        tensors = {}
-        for i in range(3):
-            layer = s * 3 + i
-            w = rng.standard_normal((2048, 2048)).astype(np.float32)
-            w[rng.random(w.shape) < 0.5] = 0
-            tensors[f"model.layers.{layer}.mlp.up_proj.weight"] = w.astype(ml_dtypes.bfloat16)
-            tensors[f"model.layers.{layer}.post_attention_layernorm.weight"] = np.ones(2048, ml_dtypes.bfloat16)
-        save_file(tensors, folder / name)
-        weight_map.update({t: name for t in tensors})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "torch_dtype": "bfloat16"}))
-    (folder / "tokenizer.json").write_text("{}")
-    return folder
 
 
 def _run(*args, kill: str | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputNotEmpty as e:
         print(f"ctcodec: error: {e.folder}: output folder is not empty (add --overwrite to replace the checkpoint "
               "in it)", file=sys.stderr)
-    except (CodecError, MissingDependency, FileNotFoundError) as e:
+    except (CodecError, MissingDependency, OSError) as e:
         print(f"ctcodec: error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("ctcodec: interrupted; finished shards are kept: run the same command again to resume",

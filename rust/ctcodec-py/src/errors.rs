@@ -14,6 +14,9 @@ pub fn to_py(err: CoreError) -> PyErr {
         CoreError::Io { source, .. } => match source.kind() {
             std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
+            // A full disk is part of the run's story, not an I/O fault: one CodecError
+            // naming the file, like every other reason a run stops.
+            std::io::ErrorKind::StorageFull => CodecError::new_err(msg),
             _ => PyOSError::new_err(msg),
         },
         _ => CodecError::new_err(msg),
