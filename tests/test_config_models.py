@@ -205,3 +205,14 @@ def test_group_size_minus_one_on_a_channel_scheme_decodes_the_same(kind, compres
     want = dict(ctcodec.decompress_file(compressed[kind], framework="numpy"))
     got = dict(ctcodec.decompress_file(folder, framework="numpy"))
     assert all(np.array_equal(want[n].view(np.uint16), got[n].view(np.uint16)) for n in want)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_written_configs_are_the_models_dump_and_read_back_the_same(kind, compressed):
+    """The writer serialises through the models: what config.json holds is a fixed point
+    of validate-then-dump, with every key the writer set (nothing added, nothing lost)."""
+    from ctcodec.config_models import serialise_quantization_config
+
+    qc = json.loads((compressed[kind] / "config.json").read_text())["quantization_config"]
+    assert serialise_quantization_config(qc, "config.json") == qc
+    assert json.dumps(serialise_quantization_config(qc, "x"), sort_keys=True) == json.dumps(qc, sort_keys=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import _native, quantization
-from .config_models import validate_quantization_config
+from .config_models import serialise_quantization_config
 from .errors import CodecError
 from .formats import normalize, normalize_any
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
@@ -195,8 +195,9 @@ def compress_checkpoint(
                 "sparsity_config": _sparsity_config(fmt, summary["global_sparsity"], ignore, structure, targets),
                 "transform_config": {},
             }
-        # What we write passes the same typed check as what we read.
-        validate_quantization_config(config["quantization_config"], dst / CONFIG_NAME)
+        # Written through the same typed models the reader checks with.
+        config["quantization_config"] = serialise_quantization_config(
+            config["quantization_config"], dst / CONFIG_NAME)
         write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
         skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
         summary["copied"] = _copy_other_files(src, dst, skip)

@@ -108,17 +108,35 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{path or '(top level)'}: {error['msg']}, got {shown}"
 
 
-def validate_quantization_config(qc: Any, where: str | Path) -> None:
-    """Raises CodecError naming `where` and the first bad field when the
-    `quantization_config` of a config.json does not have compressed-tensors' types."""
+def serialise_quantization_config(qc: dict[str, Any], where: str | Path) -> dict[str, Any]:
+    """The `quantization_config` a writer puts in config.json, through the same models
+    the reader checks with: validated, then dumped (every field that was set, extras
+    included; config.json is written with sorted keys, so field order is moot)."""
+    model = _model_for(qc, where)
+    if model is None:
+        return qc
+    try:
+        return model.model_validate(qc).model_dump(mode="json", exclude_unset=True)
+    except ValidationError as e:
+        raise CodecError(f"{where}: ctcodec would write an invalid quantization_config: {e}") from None
+
+
+def _model_for(qc: Any, where: str | Path) -> type[BaseModel] | None:
     if not isinstance(qc, dict):
         raise CodecError(f"{where}: quantization_config: expected an object, got {type(qc).__name__}")
     if qc.get("quant_method") == "ctcodec" and qc.get("format") == "spqr":
-        model = SpqrConfig
-    elif qc.get("quant_method", "compressed-tensors") == "compressed-tensors":
-        model = QuantizationConfig
-    else:
-        return  # another library's quantization (gptq, awq, ...): not ours to check
+        return SpqrConfig
+    if qc.get("quant_method", "compressed-tensors") == "compressed-tensors":
+        return QuantizationConfig
+    return None  # another library's quantization (gptq, awq, ...): not ours to check
+
+
+def validate_quantization_config(qc: Any, where: str | Path) -> None:
+    """Raises CodecError naming `where` and the first bad field when the
+    `quantization_config` of a config.json does not have compressed-tensors' types."""
+    model = _model_for(qc, where)
+    if model is None:
+        return
     try:
         model.model_validate(qc)
     except ValidationError as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import _native
 from .checkpoint import _copy_other_files, _write_index, check_input_folder, output_folder
-from .config_models import validate_quantization_config
+from .config_models import serialise_quantization_config
 from .errors import CodecError
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
 from .spqr_format import SpqrParams, pack
@@ -163,8 +163,9 @@ def convert_legacy(legacy_dir: str | os.PathLike, base_model: str | os.PathLike,
             calibration={"algorithm": "spqr", "converted_from": "SpQR main.py --save",
                          **{k: args[k] for k in ("nsamples", "percdamp", "outlier_threshold", "permutation_order")
                             if k in args and isinstance(args[k], (int, float, str))}})
-        # What we write passes the same typed check as what we read.
-        validate_quantization_config(base_config["quantization_config"], dst / CONFIG_NAME)
+        # Written through the same typed models the reader checks with.
+        base_config["quantization_config"] = serialise_quantization_config(
+            base_config["quantization_config"], dst / CONFIG_NAME)
         write_json_atomic(dst / CONFIG_NAME, base_config, sort_keys=True)
         _copy_other_files(base, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
     return {"layers": len(replaced), "outlier_fraction": share, "average_bits": params.average_bits(share)}

@@ -14,7 +14,7 @@ import torch
 from .. import _native, quantization
 from ..checkpoint import (DEFAULT_IGNORE, DEFAULT_TARGETS, _copy_other_files, _write_index, check_input_folder,
                           compress_checkpoint, output_folder)
-from ..config_models import validate_quantization_config
+from ..config_models import serialise_quantization_config
 from ..errors import CodecError
 from ..layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
 from ..reading import declared_format, declared_quantization
@@ -222,8 +222,9 @@ def compress_calibrated(
                         "sparsity_structure": f"{prune_m - prune_n}:{prune_m}" if prune_n else "unstructured",
                         "targets": targets}
                     summary["pruned_fraction"] = counts["pruned"] / counts["params"]
-            # What we write passes the same typed check as what we read.
-            validate_quantization_config(config["quantization_config"], dst / CONFIG_NAME)
+            # Written through the same typed models the reader checks with.
+            config["quantization_config"] = serialise_quantization_config(
+                config["quantization_config"], dst / CONFIG_NAME)
             write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
             _copy_other_files(src, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
             summary["bytes_out"] = sum(s["bytes_out"] for s in stats)
