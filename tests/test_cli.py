@@ -4,6 +4,7 @@ messages, and what is left on disk after each case."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,15 @@ def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
 _NO_TORCH = "import sys\nfor name in ('torch', 'transformers', 'accelerate'):\n    sys.modules[name] = None\n"
 
 
+@pytest.fixture
+def no_torch_env(tmp_path) -> dict:
+    """An environment whose Python cannot import torch, transformers or accelerate (a
+    sitecustomize blocks them), as after a plain `pip install ctcodec`."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_NO_TORCH)
+    return dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+
+
 @pytest.mark.parametrize("command, feature", [
     (["eval", "{src}"], "ctcodec eval"),
     (["compress", "{src}", "{out}", "--scheme", "W4A16", "--algorithm", "gptq"], "--algorithm gptq"),
@@ -171,14 +181,10 @@ _NO_TORCH = "import sys\nfor name in ('torch', 'transformers', 'accelerate'):\n 
     (["compress", "{src}", "{out}", "--spqr"], "--spqr"),
     (["convert-spqr", "--legacy-model-path", "{src}", "--base-model", "{src}", "{out}"], "convert-spqr"),
 ])
-def test_missing_optional_dependencies_name_the_extra(command, feature, tmp_path):
+def test_missing_optional_dependencies_name_the_extra(command, feature, no_torch_env, tmp_path):
     """With torch hidden (a sitecustomize that blocks its import), each torch feature
     answers with one line naming the extra to install, and exit code 2."""
-    import os
-
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(_NO_TORCH)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    env = no_torch_env
     src = model_folder(tmp_path / "src")
     r = run(*[a.format(src=src, out=tmp_path / "out") for a in command], env=env)
     assert r.returncode == 2
@@ -188,12 +194,8 @@ def test_missing_optional_dependencies_name_the_extra(command, feature, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_core_commands_work_without_torch(tmp_path):
-    import os
-
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(_NO_TORCH)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+def test_core_commands_work_without_torch(no_torch_env, tmp_path):
+    env = no_torch_env
     src = model_folder(tmp_path / "src")
     assert run("compress", src, tmp_path / "q", "--scheme", "W4A16", "--group-size", "32", "-q", env=env).returncode == 0
     r = run("decompress", tmp_path / "q", tmp_path / "d", "-q", env=env)
@@ -221,14 +223,10 @@ def test_decompress_file_checks_its_arguments_before_reading(tmp_path):
     ("from ctcodec.calibrate import compress_calibrated", "ctcodec.calibrate"),
     ("list(ctcodec.decompress_file('x', framework='torch'))", "framework='torch'"),
 ])
-def test_python_api_without_torch_raises_missing_dependency(code, feature, tmp_path):
-    import os
-
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(_NO_TORCH)
+def test_python_api_without_torch_raises_missing_dependency(code, feature, no_torch_env):
     script = ("import ctcodec\ntry:\n    " + code + "\nexcept ctcodec.MissingDependency as e:\n"
               "    assert isinstance(e, ImportError)\n    print(e)\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+                       env=no_torch_env)
     assert r.returncode == 0, r.stderr
     assert feature in r.stdout and 'pip install "ctcodec[torch]"' in r.stdout, r.stdout

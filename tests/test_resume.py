@@ -25,7 +25,7 @@ CTCODEC = Path(sys.executable).parent / "ctcodec"
 # shard N is written), after:N (once N shards are recorded), index (when the index's
 # temporary file is written).
 _KILLER = r'''
-import os, signal, sys, threading, time
+import json, os, signal, sys, threading, time
 from pathlib import Path
 where = os.environ.get("CTCODEC_KILL", "")
 if where:
@@ -48,7 +48,6 @@ if where:
                 done = 0
                 manifest = dst / rf.MANIFEST
                 try:
-                    import json
                     done = len(json.loads(manifest.read_text())["shards"])
                 except Exception:
                     pass

@@ -13,7 +13,7 @@ from .config_models import serialise_quantization_config
 from .errors import CodecError
 from .formats import normalize, normalize_any
 from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
-from .run_folder import OutputNotEmpty, input_fingerprint, run_folder, run_key
+from .run_folder import input_fingerprint, run_folder, run_key
 from .reading import declared_format, declared_quantization, shard_schemes
 from .targets import is_target
 from .tensors import nbytes, numel

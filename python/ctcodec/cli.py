@@ -9,11 +9,12 @@ import sys
 import time
 
 from . import __version__
-from .checkpoint import OutputNotEmpty, compress_checkpoint, decompress_checkpoint
+from .checkpoint import compress_checkpoint, decompress_checkpoint
 from .errors import CodecError
 from .extras import MissingDependency, require
 from .inspect import inspect_checkpoint
 from .reading import compressed_tensor_count
+from .run_folder import OutputNotEmpty
 
 # How many names a "left dense" summary shows before "-v lists them all".
 _SHOWN_SKIPPED = 3

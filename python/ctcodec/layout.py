@@ -9,10 +9,11 @@ from typing import Any
 
 from .config_models import validate_quantization_config
 from .errors import CodecError
-from .run_folder import refuse_incomplete
 
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
+# Present while a ctcodec run writes the folder (see run_folder.py): half a checkpoint.
+MANIFEST = ".ctcodec-in-progress.json"
 
 
 def shard_paths(path: str | os.PathLike) -> list[Path]:
@@ -37,6 +38,13 @@ def shard_paths(path: str | os.PathLike) -> list[Path]:
     if not shards:
         raise CodecError(f"{p}: holds no .safetensors file")
     return shards
+
+
+def refuse_incomplete(folder: Path) -> None:
+    """Readers call this: a folder with a manifest is an interrupted run's output."""
+    if (folder / MANIFEST).is_file():
+        raise CodecError(f"{folder}: is an unfinished ctcodec output (the run that wrote it stopped before the "
+                         "end); run the same command again to finish it, or with --overwrite to start over")
 
 
 def read_json(path: Path) -> dict[str, Any]:

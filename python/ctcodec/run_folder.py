@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import CodecError
+from .layout import CONFIG_NAME, INDEX_NAME, MANIFEST, write_json_atomic
 
-MANIFEST = ".ctcodec-in-progress.json"
 LOCK = ".ctcodec.lock"
 # Temporary files the native writer (and write_json_atomic) create beside their targets.
 TEMP_PATTERNS = (".ctcodec-*.tmp", ".*.ctcodec-tmp")
-INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
 
 _held: dict[Path, "RunFolder"] = {}  # folders this process is writing (nested calls share them)
 
@@ -42,13 +40,6 @@ class OutputNotEmpty(CodecError):
     def __init__(self, folder: Path):
         self.folder = folder
         super().__init__(f"{folder}: output folder is not empty (pass overwrite=True)")
-
-
-def refuse_incomplete(folder: Path) -> None:
-    """Readers call this: a folder with a manifest is an interrupted run's output."""
-    if (folder / MANIFEST).is_file():
-        raise CodecError(f"{folder}: is an unfinished ctcodec output (the run that wrote it stopped before the "
-                         "end); run the same command again to finish it, or with --overwrite to start over")
 
 
 def _checksum(path: Path) -> int:
@@ -82,9 +73,7 @@ class RunFolder:
 
     # --- manifest -------------------------------------------------------------------
     def _save(self) -> None:
-        tmp = self.dst / f".{MANIFEST}.ctcodec-tmp"
-        tmp.write_text(json.dumps({"version": 1, "key": self.key, "shards": self.shards}))
-        os.replace(tmp, self.dst / MANIFEST)
+        write_json_atomic(self.dst / MANIFEST, {"version": 1, "key": self.key, "shards": self.shards})
 
     def done(self, shard_name: str) -> Any | None:
         """The recorded statistics of a shard an earlier run finished, if the file on disk
