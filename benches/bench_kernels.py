@@ -113,7 +113,7 @@ def _random_packed(n: int, k: int, bits: int, dtype, device, seed: int):
     """Random pack-quantized tensors (asymmetric, group GROUP) straight on the device."""
     import torch
 
-    from ctcodec_kernels.layout import packed_width
+    from ctcodec_kernels.word_packing import packed_width
 
     g = torch.Generator(device=device).manual_seed(seed)
     words = torch.randint(-(2**31), 2**31 - 1, (n, packed_width(k, bits)), generator=g, device=device,

@@ -60,9 +60,9 @@ def test_gptq_lowers_layer_output_error_below_rtn(seed, bits, sym, group, act_or
 
 
 def _gptq_file(tmp_path, r, q, m, n):
-    from ctcodec import quantization
+    from ctcodec import quant_plan
 
-    plan = quantization.plan("W4A16" if q.num_bits == 4 else f"W{q.num_bits}A16", q.group_size or -1, None,
+    plan = quant_plan.plan("W4A16" if q.num_bits == 4 else f"W{q.num_bits}A16", q.group_size or -1, None,
                              ["Linear"], [], None)
     if not q.symmetric:
         for g in plan.groups.values():

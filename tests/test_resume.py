@@ -29,7 +29,7 @@ import json, os, signal, sys, threading, time
 from pathlib import Path
 where = os.environ.get("CTCODEC_KILL", "")
 if where:
-    import ctcodec.run_folder as rf, ctcodec.layout as layout, ctcodec.checkpoint as cp
+    import ctcodec.model_folder.run as rf, ctcodec.model_folder.files as files, ctcodec.model_folder.output as output
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
     if where.startswith("after:"):
@@ -56,14 +56,14 @@ if where:
                 time.sleep(0.0002)
         threading.Thread(target=watch, daemon=True).start()
     elif where == "index":
-        write = layout.write_json_atomic
+        write = files.write_json_atomic
         def killing(path, data, sort_keys=False):
-            if path.name == layout.INDEX_NAME:
+            if path.name == files.INDEX_NAME:
                 tmp = path.with_name(f".{path.name}.ctcodec-tmp")
                 tmp.write_text("{half")
                 die()
             return write(path, data, sort_keys)
-        cp.write_json_atomic = killing
+        output.write_json_atomic = killing
 '''
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .layout import SLICE, SUPPORTED_BITS, block_columns, codes_per_word, pack_blocks, packed_width, unpack_rows
+from .word_packing import SLICE, SUPPORTED_BITS, block_columns, codes_per_word, pack_blocks, packed_width, unpack_rows
 
 # Kernel group size of per-channel weights: larger than any K, so every column is group 0.
 CHANNEL_GROUP = 1 << 30

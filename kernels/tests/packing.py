@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ctcodec_kernels.layout import pack_rows
+from ctcodec_kernels.word_packing import pack_rows
 
 
 @dataclass

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from packing import random_weight
 
 import ctcodec_kernels as ck
-from ctcodec_kernels.layout import block_columns, pack_blocks, pack_rows, unpack_rows
+from ctcodec_kernels.word_packing import block_columns, pack_blocks, pack_rows, unpack_rows
 from ctcodec_kernels.repack import CHANNEL_GROUP
 
 

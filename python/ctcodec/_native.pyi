@@ -6,11 +6,11 @@ import numpy.typing as npt
 
 __version__: str
 
-# (format, num_bits, type, symmetric, strategy, group_size, block_structure, global_scale)
-SpecTuple = tuple[str, int, str, bool, str, int | None, tuple[int, int] | None, float | None]
-# ("spqr", bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype)
-SpqrTuple = tuple[str, int, int, int, int, int, str]
-SchemeTuple = SpecTuple | SpqrTuple
+from .scheme_presets import WeightSpec
+from .spqr_format import SpqrParams
+
+# A module's scheme, told apart by its `format` ("spqr" or a quantized format).
+Scheme = WeightSpec | SpqrParams
 
 class CompressedFile:
     """A validated safetensors file whose dense tensors decode one at a time."""
@@ -20,7 +20,7 @@ class CompressedFile:
         path: str | PathLike[str],
         format: str | None = None,
         mode: str = "auto",
-        schemes: dict[str, SchemeTuple] | None = None,
+        schemes: dict[str, Scheme] | None = None,
     ) -> None: ...
     @property
     def format(self) -> str: ...
@@ -36,7 +36,7 @@ class CompressedFile:
     ) -> tuple[npt.NDArray[np.uint8], list[tuple[int, int, int]]]: ...
 
 def compress_files(
-    jobs: Sequence[tuple[str, str, dict[str, tuple[SpecTuple | None, str | None, bool]]]],
+    jobs: Sequence[tuple[str, str, dict[str, tuple[WeightSpec | None, str | None, bool]]]],
     progress: bool = False,
     mode: str = "auto",
 ) -> list[list[dict]]: ...
@@ -45,14 +45,14 @@ def decompress_files(
     format: str | None = None,
     progress: bool = False,
     mode: str = "auto",
-    schemes: dict[str, SchemeTuple] | None = None,
+    schemes: dict[str, Scheme] | None = None,
 ) -> int: ...
 def write_tensors(
     path: str | PathLike[str],
     tensors: Sequence[tuple[str, str, Sequence[int], npt.NDArray[np.uint8]]],
     select: Sequence[bool],
     metadata: Sequence[tuple[str, str]] | None = None,
-    specs: Sequence[SpecTuple | None] | None = None,
+    specs: Sequence[WeightSpec | None] | None = None,
     two_four: bool = False,
 ) -> list[dict]: ...
 def nvfp4_global_scales(path: str | PathLike[str], names: Sequence[str], mode: str = "auto") -> list[float]: ...
@@ -61,7 +61,7 @@ def read_header(
 ) -> tuple[list[tuple[str, str]] | None, list[tuple[str, str, list[int]]]]: ...
 def pool_stats() -> tuple[int, int]: ...
 def spqr_pack(
-    params: SpqrTuple,
+    params: SpqrParams,
     rows: int,
     cols: int,
     codes: npt.NDArray[np.uint8],
@@ -75,3 +75,5 @@ def spqr_pack(
     layout: str = "csr",
 ) -> list[tuple[str, str, list[int], npt.NDArray[np.uint8]]]: ...
 def pack_int_codes(codes: npt.NDArray[np.int8], rows: int, cols: int, bits: int) -> npt.NDArray[np.uint8]: ...
+def formats() -> list[dict]:
+    """Every format the core knows: {"name", "family", "writable", "root"}."""

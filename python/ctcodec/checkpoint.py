@@ -1,72 +1,28 @@
 """Whole model folders: compress or decompress every shard, rewrite the index and
-config.json, copy everything else. Memory stays bounded by one tensor at a time."""
+config.json, copy everything else (the folder's steps are `model_folder`'s). Memory
+stays bounded by one tensor at a time."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
-from . import _native, quantization
+from . import _native, quant_plan
 from .config_models import serialise_quantization_config
 from .errors import CodecError
 from .formats import normalize, normalize_any
-from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
-from .run_folder import input_fingerprint, run_folder, run_key
+from .model_folder import (CONFIG_NAME, check_input_folder, copy_other_files, input_fingerprint, read_json,
+                           run_folder, run_key, shard_paths, write_config, write_index, write_resumably)
 from .reading import declared_format, declared_quantization, shard_schemes
 from .targets import is_target
-from .tensors import nbytes, numel
+from .tensors import numel
 
 # The compressed-tensors release whose on-disk layout sparse-bitmask output follows;
 # readers use `version` only to pick a layout.
 FORMAT_VERSION = "0.14.0.1"
 DEFAULT_TARGETS = ("Linear",)
 DEFAULT_IGNORE = ("lm_head",)
-
-
-def check_input_folder(src: Path) -> None:
-    if not src.exists():
-        raise CodecError(f"{src}: does not exist")
-    if not src.is_dir():
-        raise CodecError(f"{src}: is a file, not a model folder")
-
-
-def output_folder(src: Path, dst: Path, overwrite: bool):
-    """The output folder of a run that cannot resume (calibrated compression keeps its
-    per-layer state in memory): a rerun after a kill starts over."""
-    return run_folder(src, dst, overwrite, key=None)
-
-
-def _write_resumably(out, jobs: list, write_one) -> list:
-    """Writes each job's shard unless an earlier, interrupted run of the same command
-    finished it (verified against the manifest); returns each shard's statistics."""
-    results = []
-    for job in jobs:
-        name = Path(job[1]).name
-        stats = out.done(name)
-        if stats is None:
-            stats = write_one(job)
-            out.record(name, stats)
-        results.append(stats)
-    return results
-
-
-def _copy_other_files(src: Path, dst: Path, skip: set[str]) -> list[str]:
-    copied = []
-    inside = dst.resolve()
-    for entry in sorted(src.iterdir()):
-        if entry.name in skip or entry.name.startswith("."):
-            continue
-        if entry.resolve() == inside or entry.resolve() in inside.parents:
-            continue  # the output folder itself (or its parent) sits inside the input
-        if entry.is_file():
-            shutil.copy2(entry, dst / entry.name)
-            copied.append(entry.name)
-        elif entry.is_dir():
-            shutil.copytree(entry, dst / entry.name, dirs_exist_ok=True)
-            copied.append(entry.name + "/")
-    return copied
 
 
 def compress_checkpoint(
@@ -117,7 +73,7 @@ def compress_checkpoint(
         forced = None if two_four else format
         if forced is not None and not (str(forced).endswith("quantized") or normalize_any(forced) == "marlin-24"):
             raise CodecError(f"format {format!r} cannot be combined with a quantization scheme")
-        plan = quantization.plan(scheme, group_size, recipe, targets, ignore, forced)
+        plan = quant_plan.plan(scheme, group_size, recipe, targets, ignore, forced)
     else:
         fmt = normalize(format or "sparse-bitmask")
         if fmt not in ("sparse-bitmask", "sparse-24-bitmask"):
@@ -129,7 +85,7 @@ def compress_checkpoint(
         _meta, tensors = _native.read_header(os.fspath(shard))
         if quantize:
             encodings = {name: (spec, prune, two_four) for name, spec in plan.encodings(tensors).items()}
-            if two_four and any(spec[0] not in ("naive-quantized", "int-quantized", "float-quantized")
+            if two_four and any(spec.format not in ("naive-quantized", "int-quantized", "float-quantized")
                                 for spec, _p, _t in encodings.values()):
                 raise CodecError("sparse-24-bitmask stacks on int8/fp8 schemes (int-quantized, float-quantized), "
                                  f"not {plan.formats()}")
@@ -142,11 +98,11 @@ def compress_checkpoint(
         jobs.append((os.fspath(shard), os.fspath(dst / shard.name), encodings))
     if quantize:
         plan.refuse_if_nothing_fits()
-        quantization.share_fused_global_scales(jobs)
+        quant_plan.share_fused_global_scales(jobs)
     key = run_key("compress", _native.__version__, input_fingerprint(shards), jobs, two_four, sparsity_structure,
                   plan.config() if quantize else None, targets, ignore)
     with run_folder(src, dst, overwrite, key) as out:
-        stats = _write_resumably(out, jobs, lambda job: _native.compress_files([job], progress)[0])
+        stats = write_resumably(out, jobs, lambda job: _native.compress_files([job], progress)[0])
         summary_resumed = list(out.resumed)
 
         summary = _summarize(stats)
@@ -155,7 +111,7 @@ def compress_checkpoint(
             pruned = sum(numel(s["shape"]) for s in summary["stats"] if s["compressed"])
             total = sum(numel(s["shape"]) for s in summary["stats"] if s["dtype"].startswith(("F", "BF"))) or 1
             summary["pruned_fraction"] = frac * pruned / total
-        _write_index(src, dst, shards)
+        write_index(src, dst, shards)
         config_path = src / CONFIG_NAME
         config = read_json(config_path) if config_path.is_file() else {}
         if quantize and two_four:
@@ -198,9 +154,8 @@ def compress_checkpoint(
         # Written through the same typed models the reader checks with.
         config["quantization_config"] = serialise_quantization_config(
             config["quantization_config"], dst / CONFIG_NAME)
-        write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
-        skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
-        summary["copied"] = _copy_other_files(src, dst, skip)
+        write_config(dst, config)
+        summary["copied"] = copy_other_files(src, dst, shards)
         summary["resumed_shards"] = summary_resumed
         summary["shards"] = len(jobs)
         return summary
@@ -249,23 +204,6 @@ def _summarize(stats: list[list[dict]]) -> dict:
     }
 
 
-def _write_index(src: Path, dst: Path, shards: list[Path]) -> None:
-    """Rewrites the index from the headers of the shards just written."""
-    index_path = src / INDEX_NAME
-    if not index_path.is_file():
-        return
-    index = read_json(index_path)
-    weight_map, total = {}, 0
-    for shard in shards:
-        _meta, tensors = _native.read_header(os.fspath(dst / shard.name))
-        for name, dtype, shape in tensors:
-            weight_map[name] = shard.name
-            total += nbytes(dtype, shape)
-    index["weight_map"] = dict(sorted(weight_map.items()))
-    index.setdefault("metadata", {})["total_size"] = total
-    write_json_atomic(dst / INDEX_NAME, index)
-
-
 def decompress_checkpoint(
     src_dir: str | os.PathLike,
     dst_dir: str | os.PathLike,
@@ -287,16 +225,15 @@ def decompress_checkpoint(
     scheme_of = {job[1]: sc for job, sc in zip(jobs, schemes)}
     key = run_key("decompress", _native.__version__, input_fingerprint(shards), fmt, jobs, schemes)
     with run_folder(src, dst, overwrite, key) as out:
-        count = sum(_write_resumably(
+        count = sum(write_resumably(
             out, jobs, lambda job: _native.decompress_files([job], fmt, progress, "auto", scheme_of[job[1]])))
         resumed = list(out.resumed)
-        _write_index(src, dst, shards)
+        write_index(src, dst, shards)
         config_path = src / CONFIG_NAME
         if config_path.is_file():
             config = read_json(config_path)
             config.pop("quantization_config", None)
-            write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
-        skip = {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME}
-        copied = _copy_other_files(src, dst, skip)
+            write_config(dst, config)
+        copied = copy_other_files(src, dst, shards)
     return {"tensors": count, "format": fmt or "detected", "copied": copied, "resumed_shards": resumed,
             "shards": len(jobs)}

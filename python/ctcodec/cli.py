@@ -14,7 +14,7 @@ from .errors import CodecError
 from .extras import MissingDependency, require
 from .inspect import inspect_checkpoint
 from .reading import compressed_tensor_count
-from .run_folder import OutputNotEmpty
+from .model_folder import OutputNotEmpty
 
 # How many names a "left dense" summary shows before "-v lists them all".
 _SHOWN_SKIPPED = 3

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from . import _native
-from .layout import shard_paths
+from .model_folder import shard_paths
 from .reading import declared_format, declared_quantization, shard_schemes
 from .tensors import nbytes, numel
 
@@ -41,11 +41,11 @@ def inspect_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             dense, count = nbytes(dtype, shape), numel(shape)
             module = name[: -len(".weight")]
             if compressed and module in schemes:
-                suffixes = _SPQR_SUFFIXES if schemes[module][0] == "spqr" else _QUANT_SUFFIXES
+                suffixes = _SPQR_SUFFIXES if schemes[module].format == "spqr" else _QUANT_SUFFIXES
                 parts = {s: stored_by_name[module + s] for s in suffixes if module + s in stored_by_name}
                 size = sum(nbytes(d, sh) for d, sh in parts.values())
                 nnz = None
-                formats.add(schemes[module][0].replace("-legacy", ""))
+                formats.add(schemes[module].format.replace("-legacy", ""))
             elif compressed:
                 parts = {s: stored_by_name[module + s] for s in _PART_SUFFIXES if module + s in stored_by_name}
                 size = sum(nbytes(d, sh) for d, sh in parts.values())

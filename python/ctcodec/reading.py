@@ -1,4 +1,10 @@
-"""Reading compressed checkpoints back as dense tensors, one tensor at a time."""
+"""Reading compressed checkpoints back as dense tensors, one tensor at a time.
+
+Public surface (`__all__`): `decompress_file`, `load_compressed`, what a checkpoint
+declares (`declared_format`, `declared_quantization`, and per shard `shard_schemes`,
+which the writers, `inspect` and `inference` use to open shards),
+`compressed_tensor_count`, and the config.json helpers `format_from_config` and
+`quantization_config`."""
 
 from __future__ import annotations
 
@@ -6,12 +12,26 @@ import os
 from typing import Any, Iterator
 
 from . import _native
+from .config_models import validate_quantization_config
 from .errors import CodecError
 from .extras import require
 from .formats import normalize
-from . import qconfig
-from .layout import find_config, format_from_config, quantization_config, read_json, shard_paths
+from . import scheme_lookup
+from .model_folder import CONFIG_NAME, find_config, read_json, shard_paths
+from .scheme_presets import WeightSpec
+from .spqr_format import SpqrParams
 from .tensors import default_framework, from_raw
+
+__all__ = [
+    "compressed_tensor_count",
+    "declared_format",
+    "declared_quantization",
+    "decompress_file",
+    "format_from_config",
+    "load_compressed",
+    "quantization_config",
+    "shard_schemes",
+]
 
 
 def declared_format(path: str | os.PathLike) -> str | None:
@@ -25,6 +45,35 @@ def declared_format(path: str | os.PathLike) -> str | None:
     except CodecError as e:
         msg = str(e)
         raise CodecError(msg if str(cfg) in msg else f"{cfg}: {msg}") from None
+
+
+def format_from_config(config: dict[str, Any] | None, where: str | os.PathLike = CONFIG_NAME) -> str | None:
+    """The sparse on-disk format a config.json declares, or None when it declares none
+    (quantized formats are resolved per module, see `scheme_lookup`)."""
+    if not config:
+        return None
+    qc = config.get("quantization_config") or config.get("compression_config")
+    if qc is not None:
+        validate_quantization_config(qc, where)
+    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") != "compressed-tensors":
+        return None
+    sparsity = qc.get("sparsity_config") or {}
+    fmt = sparsity.get("format") if isinstance(sparsity, dict) else None
+    return fmt or None
+
+
+def quantization_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The `quantization_config` of the config.json beside `path`, if any."""
+    cfg = find_config(path)
+    if cfg is None:
+        return None
+    config = read_json(cfg)
+    qc = config.get("quantization_config") or config.get("compression_config")
+    if qc is not None:
+        validate_quantization_config(qc, cfg)
+    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") not in ("compressed-tensors", "ctcodec"):
+        return None
+    return qc
 
 
 FRAMEWORKS = ("torch", "numpy")
@@ -71,21 +120,25 @@ def _iter_files(shards, fmt, framework, device, mode, quant) -> Iterator[tuple[s
         yield from _iter_file(shard, fmt, framework, device, mode, quant)
 
 
-def declared_quantization(path: str | os.PathLike) -> qconfig.QuantConfig:
+def declared_quantization(path: str | os.PathLike) -> scheme_lookup.QuantConfig:
     """The quantization schemes config.json declares (empty when it declares none)."""
     try:
-        return qconfig.parse(quantization_config(path))
+        return scheme_lookup.parse(quantization_config(path))
     except CodecError as e:
         cfg = find_config(path)
         raise CodecError(f"{cfg}: {e}") from None
 
 
-def shard_schemes(shard: str | os.PathLike, quant: qconfig.QuantConfig, mode: str = "auto") -> dict[str, tuple] | None:
-    """Native specs of the quantized modules stored in one shard."""
+def shard_schemes(shard: str | os.PathLike, quant: scheme_lookup.QuantConfig, mode: str = "auto") -> dict[str, WeightSpec | SpqrParams] | None:
+    """The quantization scheme of each quantized module stored in one shard, as the
+    native reader takes it: `{module: spec}` (the specs `scheme_lookup.file_schemes` makes),
+    found from the shard's header only. None when `quant` (see `declared_quantization`)
+    declares no quantization. Pass the result to `_native.CompressedFile`; a model
+    folder needs one call per shard (each holds its own modules)."""
     if not quant:
         return None
     _meta, tensors = _native.read_header(os.fspath(shard), mode)
-    return qconfig.file_schemes((t[0] for t in tensors), quant, where=os.fspath(shard))
+    return scheme_lookup.file_schemes((t[0] for t in tensors), quant, where=os.fspath(shard))
 
 
 def compressed_tensor_count(path: str | os.PathLike) -> int:

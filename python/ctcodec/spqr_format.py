@@ -10,7 +10,7 @@ the tensors). Outliers replace the dense value at their position.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,9 +33,13 @@ class SpqrParams:
     dtype: str = "bfloat16"
     outlier_layout: str = "csr"
 
-    def native(self) -> tuple:
-        return ("spqr", self.bits, self.beta1, self.beta2, self.qq_scale_bits, self.qq_zero_bits,
-                TORCH_TO_SAFETENSORS[self.dtype])
+    # The native codec tells a module's scheme apart by its format.
+    format: ClassVar[str] = FORMAT
+
+    @property
+    def storage_dtype(self) -> str:
+        """The dtype the weight decodes to, as safetensors names it."""
+        return TORCH_TO_SAFETENSORS[self.dtype]
 
     def average_bits(self, outlier_fraction: float) -> float:
         """The SpQR paper's accounting (its Eq. 4): codes, 3-bit first-order statistics
@@ -94,7 +98,7 @@ def pack(params: SpqrParams, module: str, codes, scale_codes, zero_codes, second
 
     try:
         parts = _native.spqr_pack(
-            params.native(), rows, cols, flat(codes, np.uint8), flat(scale_codes, np.uint8),
+            params, rows, cols, flat(codes, np.uint8), flat(scale_codes, np.uint8),
             flat(zero_codes, np.uint8), flat(np.asarray(second_order, np.float16).view(np.uint16), np.uint16),
             flat(perm, np.int32), flat(outlier_rows, np.int32), flat(outlier_cols, np.int32),
             flat(np.asarray(outlier_values, np.float16).view(np.uint16), np.uint16), params.outlier_layout)

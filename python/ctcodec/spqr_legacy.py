@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 
 from . import _native
-from .checkpoint import _copy_other_files, _write_index, check_input_folder, output_folder
 from .config_models import serialise_quantization_config
 from .errors import CodecError
-from .layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
+from .model_folder import (CONFIG_NAME, check_input_folder, copy_other_files, output_folder, read_json, shard_paths,
+                           write_config, write_index)
 from .spqr_format import SpqrParams, pack
 
 
@@ -156,7 +156,7 @@ def convert_legacy(legacy_dir: str | os.PathLike, base_model: str | os.PathLike,
 
     with output_folder(base, dst, overwrite):
         write_checkpoint(base, dst, replaced, {})
-        _write_index(base, dst, shards)
+        write_index(base, dst, shards)
         share = outliers / max(total, 1)
         base_config["quantization_config"] = params.config(
             ignore=[], outlier_fraction=share, average_bits=params.average_bits(share),
@@ -166,6 +166,6 @@ def convert_legacy(legacy_dir: str | os.PathLike, base_model: str | os.PathLike,
         # Written through the same typed models the reader checks with.
         base_config["quantization_config"] = serialise_quantization_config(
             base_config["quantization_config"], dst / CONFIG_NAME)
-        write_json_atomic(dst / CONFIG_NAME, base_config, sort_keys=True)
-        _copy_other_files(base, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+        write_config(dst, base_config)
+        copy_other_files(base, dst, shards)
     return {"layers": len(replaced), "outlier_fraction": share, "average_bits": params.average_bits(share)}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import _native
-from ..layout import shard_paths
+from ..model_folder import shard_paths
 
 Raw = tuple[str, str, list[int], np.ndarray]
 TORCH_NAMES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CodecError
-from ..layout import INDEX_NAME, shard_paths
+from ..model_folder import INDEX_NAME, shard_paths
 
 
 def _auto_class(config):

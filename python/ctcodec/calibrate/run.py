@@ -11,12 +11,12 @@ from typing import Sequence
 
 import torch
 
-from .. import _native, quantization
-from ..checkpoint import (DEFAULT_IGNORE, DEFAULT_TARGETS, _copy_other_files, _write_index, check_input_folder,
-                          compress_checkpoint, output_folder)
+from .. import _native, quant_plan
+from ..checkpoint import DEFAULT_IGNORE, DEFAULT_TARGETS, compress_checkpoint
 from ..config_models import serialise_quantization_config
 from ..errors import CodecError
-from ..layout import CONFIG_NAME, INDEX_NAME, read_json, shard_paths, write_json_atomic
+from ..model_folder import (CONFIG_NAME, check_input_folder, copy_other_files, output_folder, read_json, shard_paths,
+                            write_config, write_index)
 from ..reading import declared_format, declared_quantization
 from ..spqr_format import SpqrParams, pack as spqr_pack
 from ..targets import is_target
@@ -109,15 +109,15 @@ def compress_calibrated(
     plan = None
     quantizers: dict[str, IntQuantizer] = {}
     if scheme is not None:
-        plan = quantization.plan(scheme, group_size, None, targets, ignore, None)
+        plan = quant_plan.plan(scheme, group_size, None, targets, ignore, None)
         for tensors in headers.values():
             dtypes = {n: d for n, d, _s in tensors}
             for name, spec in plan.encodings(tensors).items():
-                fmt, bits, qtype, symmetric, strategy, gsize = spec[:6]
-                if fmt != "pack-quantized" or qtype != "int" or strategy not in ("group", "channel"):
+                if spec.format != "pack-quantized" or spec.type != "int" or spec.strategy not in ("group", "channel"):
                     raise CodecError(f"{algorithm} writes integer pack-quantized schemes (W4A16, W8A16, ...), "
-                                     f"not {scheme} ({fmt}, {qtype} {strategy})")
-                quantizers[name] = IntQuantizer(bits, symmetric, gsize if strategy == "group" else None,
+                                     f"not {scheme} ({spec.format}, {spec.type} {spec.strategy})")
+                quantizers[name] = IntQuantizer(spec.num_bits, spec.symmetric,
+                                                spec.group_size if spec.strategy == "group" else None,
                                                 getattr(torch, {"BF16": "bfloat16", "F16": "float16"}.get(dtypes[name], "float32")))
         plan.refuse_if_nothing_fits()
     else:
@@ -191,15 +191,15 @@ def compress_calibrated(
             with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
                 tmp = Path(tmp)
                 export.write_checkpoint(src, tmp, {}, dense)
-                _write_index(src, tmp, shards)
-                write_json_atomic(tmp / CONFIG_NAME, config)
-                _copy_other_files(src, tmp, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+                write_index(src, tmp, shards)
+                write_config(tmp, config, sort_keys=False)
+                copy_other_files(src, tmp, shards)
                 fmt = "sparse-24-bitmask" if (prune_n, prune_m) == (2, 4) else "sparse-bitmask"
                 inner = compress_checkpoint(tmp, dst, fmt, targets=targets, ignore=ignore, overwrite=True)
             summary.update(format=fmt, bytes_out=inner["bytes_out"], pruned_fraction=counts["pruned"] / counts["params"])
         else:
             stats = export.write_checkpoint(src, dst, replaced, {})
-            _write_index(src, dst, shards)
+            write_index(src, dst, shards)
             if algorithm == "spqr":
                 share = counts["outliers"] / counts["params"]
                 config["quantization_config"] = spqr_params.config(
@@ -225,8 +225,8 @@ def compress_calibrated(
             # Written through the same typed models the reader checks with.
             config["quantization_config"] = serialise_quantization_config(
                 config["quantization_config"], dst / CONFIG_NAME)
-            write_json_atomic(dst / CONFIG_NAME, config, sort_keys=True)
-            _copy_other_files(src, dst, {s.name for s in shards} | {INDEX_NAME, CONFIG_NAME})
+            write_config(dst, config)
+            copy_other_files(src, dst, shards)
             summary["bytes_out"] = sum(s["bytes_out"] for s in stats)
     summary["seconds"] = time.perf_counter() - t_start
     return summary

@@ -13,24 +13,25 @@ import torch
 
 from .. import _native
 from ..errors import CodecError
-from ..layout import shard_paths
+from ..model_folder import shard_paths
 from ..reading import declared_format, declared_quantization, shard_schemes
 from ..tensors import from_raw
 from .checks import check_pack, check_spqr
+from ..scheme_presets import WeightSpec
+from ..spqr_format import SpqrParams
 from .linear import PACK_PARTS, SPQR_PARTS, CompressedLinear
 
 
-def _kernel_modules(schemes: dict[str, tuple]) -> dict[str, tuple[str, dict]]:
+def _kernel_modules(schemes: dict[str, WeightSpec | SpqrParams]) -> dict[str, tuple[str, dict]]:
     """Modules whose scheme a CompressedLinear holds: module -> (kind, params)."""
     out = {}
     for module, spec in schemes.items():
-        if spec[0] == "spqr":
-            _f, bits, beta1, beta2, qs, qz, _dt = spec
-            out[module] = ("spqr", {"bits": bits, "beta1": beta1, "beta2": beta2, "qq_scale_bits": qs,
-                                    "qq_zero_bits": qz})
-        elif spec[0] == "pack-quantized" and spec[2] == "int" and spec[4] in ("group", "channel"):
-            out[module] = ("pack", {"num_bits": spec[1], "symmetric": spec[3],
-                                    "group_size": spec[5] if spec[4] == "group" else None})
+        if isinstance(spec, SpqrParams):
+            out[module] = ("spqr", {"bits": spec.bits, "beta1": spec.beta1, "beta2": spec.beta2,
+                                    "qq_scale_bits": spec.qq_scale_bits, "qq_zero_bits": spec.qq_zero_bits})
+        elif spec.format == "pack-quantized" and spec.type == "int" and spec.strategy in ("group", "channel"):
+            out[module] = ("pack", {"num_bits": spec.num_bits, "symmetric": spec.symmetric,
+                                    "group_size": spec.group_size if spec.strategy == "group" else None})
     return out
 
 

@@ -1,6 +1,7 @@
 //! `ctcodec._native`: converts types, releases the GIL, maps errors; nothing else.
 
 mod errors;
+mod names;
 mod packing;
 mod pool;
 mod progress;
@@ -25,7 +26,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(writer::compress_files, m)?)?;
     m.add_function(wrap_pyfunction!(writer::decompress_files, m)?)?;
     m.add_function(wrap_pyfunction!(writer::write_tensors, m)?)?;
-    m.add_function(wrap_pyfunction!(writer::read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(reader::read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(names::formats, m)?)?;
     m.add_function(wrap_pyfunction!(writer::nvfp4_global_scales, m)?)?;
     m.add_function(wrap_pyfunction!(pool::pool_stats, m)?)?;
     m.add_function(wrap_pyfunction!(spqr::spqr_pack, m)?)?;

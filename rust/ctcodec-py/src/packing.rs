@@ -1,12 +1,12 @@
 //! Packing integer codes a Python quantizer produced (GPTQ) into compressed-tensors'
 //! int32 words, with the same core routine the RTN encoder uses.
 
-use ctcodec::quant::pack::{pack_codes, packed_row_bytes};
+use ctcodec::codecs::quant::pack::{pack_codes, packed_row_bytes};
 use ctcodec::CodecError;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
-use crate::errors::to_py;
+use crate::errors::{run_detached, to_py};
 
 /// Packs `rows × cols` signed codes (int8, within `bits` bits) along each row, adding
 /// the `2^(bits-1)` offset, in the dense (0.18+) layout; returns the int32 words' bytes.
@@ -18,22 +18,28 @@ pub fn pack_int_codes<'py>(
     cols: usize,
     bits: u32,
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-    let invalid = |e: String| to_py(CodecError::Invalid(e));
+    let codes = codes.as_slice().map_err(|_| {
+        to_py(CodecError::Invalid(
+            "codes must be a contiguous array".into(),
+        ))
+    })?;
+    let out = run_detached(py, move || {
+        pack_rows(codes, rows, cols, bits).map_err(CodecError::Invalid)
+    })?;
+    Ok(out.into_pyarray(py))
+}
+
+/// The int32 words of `rows × cols` signed codes, packed along each row.
+fn pack_rows(codes: &[i8], rows: usize, cols: usize, bits: u32) -> Result<Vec<u8>, String> {
     if !(1..=8).contains(&bits) {
-        return Err(invalid(format!("cannot pack {bits}-bit codes")));
+        return Err(format!("cannot pack {bits}-bit codes"));
     }
-    let codes = codes
-        .as_slice()
-        .map_err(|_| invalid("codes must be a contiguous array".into()))?;
     if codes.len() != rows * cols {
-        return Err(invalid(format!(
-            "{} codes for a {rows}×{cols} weight",
-            codes.len()
-        )));
+        return Err(format!("{} codes for a {rows}×{cols} weight", codes.len()));
     }
     let (lo, hi) = (-(1i32 << (bits - 1)), (1i32 << (bits - 1)) - 1);
     if let Some(&c) = codes.iter().find(|&&c| (c as i32) < lo || (c as i32) > hi) {
-        return Err(invalid(format!("code {c} does not fit in {bits} bits")));
+        return Err(format!("code {c} does not fit in {bits} bits"));
     }
     let offset = 1i32 << (bits - 1);
     let row_bytes = packed_row_bytes(cols, bits, false);
@@ -48,5 +54,5 @@ pub fn pack_int_codes<'py>(
         }
         pack_codes(&unsigned, bits, false, dst);
     }
-    Ok(out.into_pyarray(py))
+    Ok(out)
 }

@@ -10,7 +10,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
 use crate::errors::{run_detached, to_py};
-use crate::spec::{parse_schemes, SchemeTuple};
+use crate::spec::{parse_schemes, Scheme};
 
 pub fn read_mode(mode: &str) -> PyResult<ReadMode> {
     match mode {
@@ -45,7 +45,7 @@ impl CompressedFile {
         path: PathBuf,
         format: Option<&str>,
         mode: &str,
-        schemes: Option<HashMap<String, SchemeTuple>>,
+        schemes: Option<HashMap<String, Scheme>>,
     ) -> PyResult<Self> {
         let format = parse_format(format)?;
         let mode = read_mode(mode)?;
@@ -127,4 +127,28 @@ impl CompressedFile {
         let bytes = run_detached(py, || read_dense(&self.file, item))?;
         Ok(bytes.into_pyarray(py))
     }
+}
+
+/// (metadata, [(name, dtype, shape)]) of a safetensors file, validated.
+#[pyfunction]
+#[pyo3(signature = (path, mode="auto"))]
+pub fn read_header(
+    py: Python<'_>,
+    path: PathBuf,
+    mode: &str,
+) -> PyResult<(
+    Option<Vec<(String, String)>>,
+    Vec<(String, String, Vec<usize>)>,
+)> {
+    let mode = read_mode(mode)?;
+    run_detached(py, move || {
+        let file = SafetensorsFile::open(&path, mode)?;
+        let h = file.header();
+        let tensors = h
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dtype.name().to_string(), t.shape.clone()))
+            .collect();
+        Ok((h.metadata.clone(), tensors))
+    })
 }

@@ -1,87 +1,95 @@
-//! Quantization specs as Python passes them: plain tuples, resolved from config.json
-//! on the Python side.
+//! Schemes as Python passes them: named objects (`ctcodec.schemes.WeightSpec`,
+//! `ctcodec.spqr_format.SpqrParams`) read by attribute; the core checks them.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use ctcodec::checkpoint::Schemes;
+use ctcodec::codecs::quant::QuantSpec;
+use ctcodec::codecs::spqr::SpqrParams;
+use ctcodec::formats::quantized::SchemeFields;
 use ctcodec::prune::Prune;
-use ctcodec::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
-use ctcodec::CodecError;
+use ctcodec::{CodecError, Dtype};
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
-use crate::spqr::{parse_spqr, SpqrTuple};
 
-/// `(format, num_bits, type, symmetric, strategy, group_size, block, global_scale)`.
-pub type SpecTuple = (
-    String,
-    u32,
-    String,
-    bool,
-    String,
-    Option<usize>,
-    Option<(usize, usize)>,
-    Option<f32>,
-);
+/// One weight's quantization scheme (`ctcodec.schemes.WeightSpec`).
+#[derive(FromPyObject)]
+pub struct WeightSpec {
+    format: String,
+    num_bits: u32,
+    #[pyo3(attribute("type"))]
+    qtype: String,
+    symmetric: bool,
+    strategy: String,
+    group_size: Option<usize>,
+    block_structure: Option<(usize, usize)>,
+    global_scale: Option<f32>,
+}
 
-pub fn parse_spec(t: &SpecTuple) -> Result<QuantSpec, CodecError> {
-    let (format, num_bits, qtype, symmetric, strategy, group_size, block, global_scale) = t;
-    let format = match format.as_str() {
-        "pack-quantized" => QuantFormat::Pack { legacy: false },
-        "pack-quantized-legacy" => QuantFormat::Pack { legacy: true },
-        "naive-quantized" | "int-quantized" | "float-quantized" => QuantFormat::Naive,
-        "nvfp4-pack-quantized" => QuantFormat::Nvfp4,
-        "mxfp4-pack-quantized" => QuantFormat::Mxfp4,
-        "marlin-24" => QuantFormat::Marlin24,
-        other => {
-            return Err(CodecError::Invalid(format!(
-                "unknown quantized format {other:?}"
-            )))
+impl WeightSpec {
+    pub fn spec(&self) -> Result<QuantSpec, CodecError> {
+        SchemeFields {
+            format: &self.format,
+            num_bits: self.num_bits,
+            qtype: &self.qtype,
+            symmetric: self.symmetric,
+            strategy: &self.strategy,
+            group_size: self.group_size,
+            block_structure: self.block_structure,
+            global_scale: self.global_scale,
         }
-    };
-    let qtype = match qtype.as_str() {
-        "int" => QType::Int,
-        "float" => QType::Float,
-        other => {
-            return Err(CodecError::Invalid(format!(
-                "unknown quantization type {other:?}"
-            )))
-        }
-    };
-    let group = || {
-        group_size
-            .ok_or_else(|| CodecError::Invalid(format!("{strategy} strategy needs a group_size")))
-    };
-    let strategy = match strategy.as_str() {
-        "tensor" => Strategy::Tensor,
-        "channel" => Strategy::Channel,
-        "group" => Strategy::Group(group()?),
-        "tensor_group" => Strategy::TensorGroup(group()?),
-        "block" => {
-            let (h, w) = block.ok_or_else(|| {
-                CodecError::Invalid("block strategy needs block_structure".into())
-            })?;
-            Strategy::Block(h, w)
-        }
-        other => {
-            return Err(CodecError::Invalid(format!(
-                "unsupported weight strategy {other:?}"
-            )))
-        }
-    };
-    let spec = QuantSpec {
-        format,
-        args: QuantArgs {
-            num_bits: *num_bits,
-            qtype,
-            symmetric: *symmetric,
-            strategy,
-        },
-        global_scale: *global_scale,
-    };
-    spec.validate().map_err(CodecError::Invalid)?;
-    Ok(spec)
+        .spec()
+    }
+}
+
+/// SpQR's parameters (`ctcodec.spqr_format.SpqrParams`).
+#[derive(FromPyObject)]
+pub struct SpqrSpec {
+    bits: u32,
+    beta1: usize,
+    beta2: usize,
+    qq_scale_bits: u32,
+    qq_zero_bits: u32,
+    storage_dtype: String,
+}
+
+impl SpqrSpec {
+    pub fn params(&self) -> Result<SpqrParams, CodecError> {
+        let params = SpqrParams {
+            bits: self.bits,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            qq_scale_bits: self.qq_scale_bits,
+            qq_zero_bits: self.qq_zero_bits,
+            dtype: self
+                .storage_dtype
+                .parse::<Dtype>()
+                .map_err(CodecError::Invalid)?,
+        };
+        params.validate().map_err(CodecError::Invalid)?;
+        Ok(params)
+    }
+}
+
+/// One module's scheme, told apart by its `format` attribute.
+pub enum Scheme {
+    Quant(WeightSpec),
+    Spqr(SpqrSpec),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Scheme {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let format: String = ob.getattr("format")?.extract()?;
+        Ok(if format == "spqr" {
+            Scheme::Spqr(ob.extract()?)
+        } else {
+            Scheme::Quant(ob.extract()?)
+        })
+    }
 }
 
 /// "2:4", or the fraction of elements to zero.
@@ -97,27 +105,17 @@ pub fn parse_prune(s: &str) -> Result<Prune, CodecError> {
     }
 }
 
-/// One module's scheme: a quantization spec or SpQR params (told apart by length).
-#[derive(FromPyObject)]
-pub enum SchemeTuple {
-    Quant(SpecTuple),
-    Spqr(SpqrTuple),
-}
-
 /// Schemes for the file at `path` (named in errors with the module at fault).
-pub fn parse_schemes(
-    path: &Path,
-    schemes: Option<HashMap<String, SchemeTuple>>,
-) -> PyResult<Schemes> {
+pub fn parse_schemes(path: &Path, schemes: Option<HashMap<String, Scheme>>) -> PyResult<Schemes> {
     let mut out = Schemes::default();
-    for (module, t) in schemes.unwrap_or_default() {
+    for (module, scheme) in schemes.unwrap_or_default() {
         let at = |e: CodecError| to_py(CodecError::tensor(path, &module, e.to_string()));
-        match &t {
-            SchemeTuple::Quant(t) => {
-                out.quant.insert(module.clone(), parse_spec(t).map_err(at)?);
+        match &scheme {
+            Scheme::Quant(w) => {
+                out.quant.insert(module.clone(), w.spec().map_err(at)?);
             }
-            SchemeTuple::Spqr(t) => {
-                out.spqr.insert(module.clone(), parse_spqr(t).map_err(at)?);
+            Scheme::Spqr(s) => {
+                out.spqr.insert(module.clone(), s.params().map_err(at)?);
             }
         }
     }

@@ -1,31 +1,12 @@
-//! SpQR from Python: the params tuple, and packing a quantizer's output.
+//! SpQR from Python: packing a quantizer's output into the stored tensors.
 
-use ctcodec::spqr::{encode, EncodeInput, Geometry, OutlierLayout, Outliers, SpqrParams};
-use ctcodec::{CodecError, Dtype};
+use ctcodec::codecs::spqr::{encode, EncodeInput, Geometry, OutlierLayout, Outliers};
+use ctcodec::CodecError;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
-use crate::errors::to_py;
-
-/// `("spqr", bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype)`.
-pub type SpqrTuple = (String, u32, usize, usize, u32, u32, String);
-
-pub fn parse_spqr(t: &SpqrTuple) -> Result<SpqrParams, CodecError> {
-    let (format, bits, beta1, beta2, qs, qz, dtype) = t;
-    if format != "spqr" {
-        return Err(CodecError::Invalid(format!("unknown format {format:?}")));
-    }
-    let params = SpqrParams {
-        bits: *bits,
-        beta1: *beta1,
-        beta2: *beta2,
-        qq_scale_bits: *qs,
-        qq_zero_bits: *qz,
-        dtype: dtype.parse::<Dtype>().map_err(CodecError::Invalid)?,
-    };
-    params.validate().map_err(CodecError::Invalid)?;
-    Ok(params)
-}
+use crate::errors::{run_detached, to_py};
+use crate::spec::SpqrSpec;
 
 fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<T>, what: &str) -> PyResult<&'a [T]> {
     a.as_slice().map_err(|_| {
@@ -43,7 +24,7 @@ fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<T>, what: &str) -> PyRes
 #[allow(clippy::too_many_arguments)]
 pub fn spqr_pack<'py>(
     py: Python<'py>,
-    params: SpqrTuple,
+    params: SpqrSpec,
     rows: usize,
     cols: usize,
     codes: PyReadonlyArray1<'py, u8>,
@@ -56,31 +37,35 @@ pub fn spqr_pack<'py>(
     outlier_values: PyReadonlyArray1<'py, u16>,
     layout: &str,
 ) -> PyResult<Vec<(String, String, Vec<usize>, Bound<'py, PyArray1<u8>>)>> {
-    let params = parse_spqr(&params).map_err(to_py)?;
+    let params = params.params().map_err(to_py)?;
     let layout = OutlierLayout::parse(layout).ok_or_else(|| {
         to_py(CodecError::Invalid(format!(
             "outlier layout must be csr or ptcsr, not {layout:?}"
         )))
     })?;
-    let invalid = |e: String| to_py(CodecError::Invalid(e));
-    let g = Geometry::new(params, rows, cols).map_err(invalid)?;
-    let outliers = Outliers::from_coo(
-        &g,
-        slice(&outlier_rows, "outlier rows")?,
-        slice(&outlier_cols, "outlier columns")?,
-        slice(&outlier_values, "outlier values")?,
-    )
-    .map_err(invalid)?;
-    let input = EncodeInput {
-        codes: slice(&codes, "codes")?,
-        scale_codes: slice(&scale_codes, "scale codes")?,
-        zero_codes: slice(&zero_codes, "zero codes")?,
-        second_order: slice(&second_order, "second-order statistics")?,
-        perm: slice(&perm, "permutation")?,
-        outliers: &outliers,
-        layout,
-    };
-    let tensors = encode(&g, &input).map_err(invalid)?;
+    let codes = slice(&codes, "codes")?;
+    let scale_codes = slice(&scale_codes, "scale codes")?;
+    let zero_codes = slice(&zero_codes, "zero codes")?;
+    let second_order = slice(&second_order, "second-order statistics")?;
+    let perm = slice(&perm, "permutation")?;
+    let outlier_rows = slice(&outlier_rows, "outlier rows")?;
+    let outlier_cols = slice(&outlier_cols, "outlier columns")?;
+    let outlier_values = slice(&outlier_values, "outlier values")?;
+    let tensors = run_detached(py, move || {
+        let g = Geometry::new(params, rows, cols).map_err(CodecError::Invalid)?;
+        let outliers = Outliers::from_coo(&g, outlier_rows, outlier_cols, outlier_values)
+            .map_err(CodecError::Invalid)?;
+        let input = EncodeInput {
+            codes,
+            scale_codes,
+            zero_codes,
+            second_order,
+            perm,
+            outliers: &outliers,
+            layout,
+        };
+        encode(&g, &input).map_err(CodecError::Invalid)
+    })?;
     Ok(tensors
         .into_iter()
         .map(|(name, dtype, shape, bytes)| {

@@ -15,9 +15,9 @@ use pyo3::types::PyDict;
 use crate::errors::{run_detached, to_py};
 use crate::progress::bar;
 use crate::reader::{parse_format, read_mode};
-use crate::spec::{parse_prune, parse_schemes, parse_spec, SchemeTuple, SpecTuple};
-use ctcodec::quant::floats::Compute;
-use ctcodec::quant::params::global_scale;
+use crate::spec::{parse_prune, parse_schemes, Scheme, WeightSpec};
+use ctcodec::codecs::quant::floats::Compute;
+use ctcodec::codecs::quant::params::global_scale;
 
 fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -33,7 +33,7 @@ fn stat_dict<'py>(py: Python<'py>, s: &TensorStat) -> PyResult<Bound<'py, PyDict
 }
 
 /// Compresses each (src, dst, {name: (spec or None, prune or None, two_four)}) job: a
-/// None spec bitmask-encodes the tensor, a spec tuple quantizes it, after magnitude
+/// None spec bitmask-encodes the tensor, a `WeightSpec` quantizes it, after magnitude
 /// pruning when `prune` is "2:4" or a fraction; `two_four` stores the result (or the
 /// quantized codes) as sparse-24-bitmask. One progress bar over all input bytes.
 #[pyfunction]
@@ -43,7 +43,7 @@ pub fn compress_files<'py>(
     jobs: Vec<(
         PathBuf,
         PathBuf,
-        HashMap<String, (Option<SpecTuple>, Option<String>, bool)>,
+        HashMap<String, (Option<WeightSpec>, Option<String>, bool)>,
     )>,
     progress: bool,
     mode: &str,
@@ -63,16 +63,8 @@ pub fn compress_files<'py>(
                             .map(parse_prune)
                             .transpose()
                             .map_err(in_tensor)?;
-                        let spec = spec
-                            .map(|t| parse_spec(&t))
-                            .transpose()
-                            .map_err(in_tensor)?;
-                        let enc = match (spec, two_four) {
-                            (spec, true) => Encoding::Sparse24(spec, prune),
-                            (None, false) => Encoding::Bitmask(prune),
-                            (Some(q), false) => Encoding::Quant(q, prune),
-                        };
-                        Ok((name, enc))
+                        let spec = spec.map(|w| w.spec()).transpose().map_err(in_tensor)?;
+                        Ok((name, Encoding::of(spec, prune, two_four)))
                     })
                     .collect::<Result<_, CodecError>>()?;
                 Ok((src, dst, encodings))
@@ -122,7 +114,7 @@ pub fn decompress_files(
     format: Option<&str>,
     progress: bool,
     mode: &str,
-    schemes: Option<HashMap<String, SchemeTuple>>,
+    schemes: Option<HashMap<String, Scheme>>,
 ) -> PyResult<usize> {
     let format = parse_format(format)?;
     let mode = read_mode(mode)?;
@@ -156,7 +148,7 @@ pub fn write_tensors<'py>(
     tensors: Vec<(String, String, Vec<usize>, PyReadonlyArray1<'py, u8>)>,
     select: Vec<bool>,
     metadata: Option<Vec<(String, String)>>,
-    specs: Option<Vec<Option<SpecTuple>>>,
+    specs: Option<Vec<Option<WeightSpec>>>,
     two_four: bool,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     if select.len() != tensors.len() {
@@ -174,20 +166,18 @@ pub fn write_tensors<'py>(
             .map_err(|_| to_py(CodecError::tensor(&path, name, "array is not contiguous")))?;
         inputs.push((TensorSpec::new(name.clone(), dtype, shape.clone()), bytes));
     }
-    let specs = specs.unwrap_or_else(|| vec![None; select.len()]);
+    let specs = specs.unwrap_or_else(|| select.iter().map(|_| None).collect());
     if specs.len() != select.len() {
         return Err(to_py(CodecError::Invalid("one spec per tensor".into())));
     }
     let mut encodings = Vec::with_capacity(select.len());
     for ((&sel, spec), (name, ..)) in select.iter().zip(&specs).zip(&tensors) {
-        encodings.push(match (sel, spec) {
-            (_, Some(t)) => Encoding::Quant(
-                parse_spec(t).map_err(|e| to_py(CodecError::tensor(&path, name, e.to_string())))?,
-                None,
-            ),
-            (true, None) if two_four => Encoding::Sparse24(None, None),
-            (true, None) => Encoding::Bitmask(None),
-            (false, None) => Encoding::Keep,
+        let in_tensor = |e: CodecError| to_py(CodecError::tensor(&path, name, e.to_string()));
+        encodings.push(match spec {
+            // A quantized tensor is written as its quantized parts only.
+            Some(w) => Encoding::of(Some(w.spec().map_err(in_tensor)?), None, false),
+            None if sel => Encoding::of(None, None, two_four),
+            None => Encoding::Keep,
         });
     }
     let stats = run_detached(py, || {
@@ -195,30 +185,6 @@ pub fn write_tensors<'py>(
         compress_to_file(&source, &path, &encodings, &|_| {})
     })?;
     stats.iter().map(|s| stat_dict(py, s)).collect()
-}
-
-/// (metadata, [(name, dtype, shape)]) of a safetensors file, validated.
-#[pyfunction]
-#[pyo3(signature = (path, mode="auto"))]
-pub fn read_header(
-    py: Python<'_>,
-    path: PathBuf,
-    mode: &str,
-) -> PyResult<(
-    Option<Vec<(String, String)>>,
-    Vec<(String, String, Vec<usize>)>,
-)> {
-    let mode = read_mode(mode)?;
-    run_detached(py, move || {
-        let file = SafetensorsFile::open(&path, mode)?;
-        let h = file.header();
-        let tensors = h
-            .tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.dtype.name().to_string(), t.shape.clone()))
-            .collect();
-        Ok((h.metadata.clone(), tensors))
-    })
 }
 
 /// NVFP4 global scales (`448 * 6 / amax`, in compressed-tensors' arithmetic) of the
@@ -252,7 +218,7 @@ pub fn nvfp4_global_scales(
                 })?;
                 let bytes = file.bytes(info)?;
                 let cols = info.shape.last().copied().unwrap_or(1).max(1);
-                let amax = ctcodec::quant::encode::abs_max(&bytes, compute, cols, true);
+                let amax = ctcodec::codecs::quant::encode::abs_max(&bytes, compute, cols, true);
                 Ok(global_scale(amax, compute))
             })
             .collect()

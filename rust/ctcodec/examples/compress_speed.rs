@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use ctcodec::checkpoint::{compress_to_file, Encoding, FileSource, TensorSource};
+use ctcodec::codecs::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
 use ctcodec::container::{ReadMode, SafetensorsFile};
-use ctcodec::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

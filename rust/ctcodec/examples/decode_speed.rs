@@ -3,9 +3,12 @@
 
 use std::time::Instant;
 
-use ctcodec::bitmask;
-use ctcodec::checkpoint::{plan, Format, Source};
+use std::collections::BTreeMap;
+
+use ctcodec::checkpoint::{plan, Format};
+use ctcodec::codecs::bitmask;
 use ctcodec::container::{ReadMode, SafetensorsFile};
+use ctcodec::formats::sparse_bitmask::{self, Stored};
 
 fn main() {
     let path = std::env::args()
@@ -13,12 +16,17 @@ fn main() {
         .expect("a compressed .safetensors file");
     let file = SafetensorsFile::open(path.as_ref(), ReadMode::Mmap).unwrap();
     let items = plan(&file, Format::SparseBitmask, &Default::default()).unwrap();
-    let parts: Vec<_> = items
+    let mut groups: BTreeMap<&str, BTreeMap<&str, _>> = BTreeMap::new();
+    for t in &file.header().tensors {
+        if let Some((module, part)) = t.name.rsplit_once('.') {
+            if sparse_bitmask::PARTS.contains(&part) {
+                groups.entry(module).or_default().insert(part, t);
+            }
+        }
+    }
+    let parts: Vec<Stored> = groups
         .iter()
-        .filter_map(|i| match &i.source {
-            Source::Bitmask(p) => Some(p.clone()),
-            _ => None,
-        })
+        .map(|(m, p)| Stored::find(&file, m, p).unwrap())
         .collect();
     let dense: usize = parts.iter().map(|p| p.geometry.dense_bytes()).sum();
     let prepared: Vec<_> = parts

@@ -46,6 +46,14 @@ impl CodecError {
         }
     }
 
+    /// Attaches the file name to an error raised before it was known.
+    pub fn in_file(self, file: &Path) -> Self {
+        match self {
+            CodecError::Invalid(reason) => CodecError::container(file, reason),
+            other => other,
+        }
+    }
+
     pub fn io(file: &Path, source: std::io::Error) -> Self {
         CodecError::Io {
             file: file.to_path_buf(),

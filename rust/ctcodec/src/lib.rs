@@ -6,17 +6,15 @@
 //! - [`checkpoint`]: whole files, compressed or decompressed tensor by tensor with
 //!   bounded memory.
 
-pub mod bitmask;
 pub mod buffer;
 pub mod checkpoint;
+pub mod codecs;
 pub mod container;
 pub mod dtype;
 pub mod error;
+pub mod formats;
 pub mod parallel;
 pub mod prune;
-pub mod quant;
-pub mod sparse24;
-pub mod spqr;
 
 pub use dtype::Dtype;
 pub use error::{CodecError, Result};

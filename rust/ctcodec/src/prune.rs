@@ -2,8 +2,8 @@
 //! of every 4 consecutive elements, row-major, survive) or unstructured (the smallest
 //! fraction of the whole tensor by |x| is zeroed). Ties keep the earlier element.
 
+use crate::codecs::quant::floats::{load_row, Compute};
 use crate::dtype::Dtype;
-use crate::quant::floats::{load_row, Compute};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Prune {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use ctcodec::container::{
-    parse_header, AtomicWriter, Layout, ReadMode, SafetensorsFile, TensorSpec,
+    parse_header, AtomicWriter, FilePlan, ReadMode, SafetensorsFile, TensorSpec,
 };
 use ctcodec::Dtype;
 use proptest::prelude::*;
@@ -39,7 +39,7 @@ fn write_file(dir: &Path, tensors: &[(Dtype, Vec<usize>)], meta: bool) -> std::p
         .map(|(i, (d, s))| TensorSpec::new(format!("t{i}"), *d, s.clone()))
         .collect();
     let metadata = meta.then(|| vec![("format".to_string(), "pt".to_string())]);
-    let layout = Layout::new(specs.clone(), metadata.as_deref()).unwrap();
+    let layout = FilePlan::new(specs.clone(), metadata.as_deref()).unwrap();
     let writer = AtomicWriter::create(&path, layout).unwrap();
     for (i, s) in specs.iter().enumerate() {
         let n = s.shape.iter().product::<usize>() * s.dtype.bits() / 8;
@@ -109,7 +109,7 @@ fn ours_accepts(bytes: &[u8]) -> bool {
 fn failed_write_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out.safetensors");
-    let layout = Layout::new(vec![TensorSpec::new("a", Dtype::F32, vec![2])], None).unwrap();
+    let layout = FilePlan::new(vec![TensorSpec::new("a", Dtype::F32, vec![2])], None).unwrap();
     let writer = AtomicWriter::create(&dest, layout).unwrap();
     assert!(writer.write("a", &[0u8; 3]).is_err()); // wrong size
     drop(writer); // never committed

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use ctcodec::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
+use ctcodec::codecs::quant::{QType, QuantArgs, QuantFormat, QuantSpec, Strategy};
 
 #[path = "common.rs"]
 mod common;

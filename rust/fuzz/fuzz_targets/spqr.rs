@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use ctcodec::spqr::SpqrParams;
+use ctcodec::codecs::spqr::SpqrParams;
 use ctcodec::Dtype;
 
 #[path = "common.rs"]

@@ -3,16 +3,13 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use crate::bitmask;
-use crate::container::{byte_len, AtomicWriter, Layout, SafetensorsFile, TensorSpec};
-use crate::error::{CodecError, Result};
+use crate::container::{byte_len, AtomicWriter, FilePlan, SafetensorsFile, TensorSpec};
+use crate::error::Result;
 
 use super::background::{write_in_background, Batch};
 use super::format::Format;
-use super::plan::{plan, BitmaskParts, DenseItem, Source};
-use super::quant_plan::{QuantParts, Schemes};
+use super::plan::{plan, DenseItem, Schemes, Source};
 use super::schedule::{for_each_job, for_each_tensor};
-use crate::quant::DecodeInput;
 
 /// The dense bytes of one planned tensor, in a buffer of its own, decoded on all cores.
 pub fn read_dense(file: &SafetensorsFile, item: &DenseItem) -> Result<Vec<u8>> {
@@ -82,151 +79,8 @@ fn dense_into(file: &SafetensorsFile, item: &DenseItem, split: bool, out: &mut [
             file.release(info);
             Ok(())
         }
-        Source::Bitmask(parts) => decode_bitmask_into(file, parts, split, out),
-        Source::Quant(parts) => decode_quant_into(file, parts, split, out),
-        Source::Spqr(parts) => super::spqr_plan::decode_spqr_into(file, parts, split, out),
-        Source::Sparse24(parts) => {
-            let values = file.bytes(&parts.compressed)?;
-            let mask = file.bytes(&parts.bitmask)?;
-            crate::sparse24::decode(&values, &mask, item.dtype, &parts.dense_shape, out)
-                .map_err(|e| CodecError::tensor(file.path(), &parts.module, e))?;
-            drop((values, mask));
-            file.release(&parts.compressed);
-            file.release(&parts.bitmask);
-            Ok(())
-        }
+        Source::Encoded(weight) => weight.decode_into(file, split, out),
     }
-}
-
-/// Dequantizes one weight from its stored parts into `out`.
-fn decode_quant_into(
-    file: &SafetensorsFile,
-    parts: &QuantParts,
-    split: bool,
-    out: &mut [u8],
-) -> Result<()> {
-    let mut weight = file.bytes(&parts.weight)?;
-    if let Some(mask_info) = &parts.sparse24_mask {
-        // Stacked 2:4: expand the kept codes to the dense code tensor first.
-        let mask = file.bytes(mask_info)?;
-        let width = parts.weight.dtype.bits() / 8;
-        let mut codes = vec![0u8; parts.dense_shape.iter().product::<usize>() * width];
-        crate::sparse24::decode(
-            &weight,
-            &mask,
-            parts.weight.dtype,
-            &parts.dense_shape,
-            &mut codes,
-        )
-        .map_err(|e| CodecError::tensor(file.path(), &parts.module, e))?;
-        weight = Cow::Owned(codes);
-    }
-    let scale = file.bytes(&parts.scale)?;
-    let zero = parts
-        .zero_point
-        .as_ref()
-        .map(|z| file.bytes(z))
-        .transpose()?;
-    let g_idx = parts.g_idx.as_ref().map(|g| file.bytes(g)).transpose()?;
-    if let (Some(info), Some(_)) = (&parts.g_idx, &g_idx) {
-        if info.dtype != crate::dtype::Dtype::I32 {
-            return Err(CodecError::tensor(
-                file.path(),
-                &info.name,
-                format!("must be I32, is {}", info.dtype),
-            ));
-        }
-    }
-    let meta = parts
-        .marlin_meta
-        .as_ref()
-        .map(|m| file.bytes(m))
-        .transpose()?;
-    let global = match &parts.global_scale {
-        Some(info) if parts.spec.format == crate::quant::QuantFormat::Nvfp4 => {
-            let b = file.bytes(info)?;
-            Some(f32::from_le_bytes(
-                b[..4].try_into().expect("checked to hold one f32"),
-            ))
-        }
-        _ => None,
-    };
-    let input = DecodeInput {
-        weight: &weight,
-        scale: &scale,
-        scale_dtype: parts.scale.dtype,
-        zero_point: zero
-            .as_deref()
-            .zip(parts.zero_point.as_ref().map(|z| z.dtype)),
-        g_idx: g_idx.as_deref(),
-        global_scale: global,
-        meta: meta.as_deref(),
-    };
-    crate::quant::decode_into(&parts.spec, &parts.dense_shape, &input, split, out)
-        .map_err(|e| CodecError::tensor(file.path(), &parts.module, e))?;
-    drop((weight, scale, zero, g_idx, meta));
-    parts.members().into_iter().for_each(|t| file.release(t));
-    Ok(())
-}
-
-/// Decodes into `out`, which must be zeroed and exactly the dense size.
-fn decode_bitmask_into(
-    file: &SafetensorsFile,
-    parts: &BitmaskParts,
-    split: bool,
-    out: &mut [u8],
-) -> Result<()> {
-    let path = file.path();
-    let g = &parts.geometry;
-    let mask = file.bytes(&parts.bitmask)?;
-    let values = file.bytes(&parts.compressed)?;
-    let counts = bitmask::mask_row_counts(&mask, g, split);
-    let total: usize = counts.iter().sum();
-    if total != parts.compressed.numel() {
-        return Err(CodecError::tensor(
-            path,
-            &parts.module,
-            format!(
-                "bitmask marks {total} non-zeros but compressed holds {}",
-                parts.compressed.numel()
-            ),
-        ));
-    }
-    if let Some(ro) = &parts.row_offsets {
-        check_row_offsets(file, ro, &counts, parts.lead_dims(), &parts.module)?;
-    }
-    bitmask::decode_into(&values, &mask, g, &counts, out, split);
-    drop((mask, values));
-    file.release(&parts.bitmask);
-    file.release(&parts.compressed);
-    if let Some(ro) = &parts.row_offsets {
-        file.release(ro);
-    }
-    Ok(())
-}
-
-/// compressed-tensors never reads `row_offsets`, but a file whose offsets disagree with
-/// its mask is corrupt, so we say so rather than guess which one is right.
-fn check_row_offsets(
-    file: &SafetensorsFile,
-    info: &crate::container::TensorInfo,
-    counts: &[usize],
-    lead_dims: &[usize],
-    module: &str,
-) -> Result<()> {
-    let bytes = file.bytes(info)?;
-    let expected = bitmask::ct_row_offsets(counts, lead_dims);
-    for (r, (chunk, want)) in bytes.chunks_exact(8).zip(expected).enumerate() {
-        let got = i64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        if got != want {
-            return Err(CodecError::tensor(
-                file.path(),
-                module,
-                format!("row_offsets[{r}] is {got} but the bitmask gives {want}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Writes the dense form of `src` to `dst` (atomically), keeping `__metadata__`.
@@ -247,7 +101,7 @@ pub fn decompress_file(
         .map(|i| TensorSpec::new(i.name.clone(), i.dtype, i.shape.clone()))
         .collect();
     let layout =
-        Layout::new(specs, file.header().metadata.as_deref()).map_err(|e| in_file(e, src))?;
+        FilePlan::new(specs, file.header().metadata.as_deref()).map_err(|e| e.in_file(src))?;
     let writer = AtomicWriter::create(dst, layout)?;
     let sizes: Vec<usize> = items
         .iter()
@@ -308,12 +162,4 @@ pub fn decompress_file(
     })?;
     writer.commit()?;
     Ok(items.len())
-}
-
-/// Attaches the file name to an error raised before it was known.
-pub(crate) fn in_file(e: CodecError, file: &Path) -> CodecError {
-    match e {
-        CodecError::Invalid(reason) => CodecError::container(file, reason),
-        other => other,
-    }
 }

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use crate::container::Header;
 use crate::error::CodecError;
+use crate::formats::names::{self, Family};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -52,19 +53,12 @@ impl FromStr for Format {
     type Err = CodecError;
     /// Accepts the names compressed-tensors' registry accepts (`_` or `-`, any case).
     fn from_str(s: &str) -> Result<Self, CodecError> {
-        match s
-            .trim()
-            .to_ascii_lowercase()
-            .replace(['_', ' '], "-")
-            .as_str()
-        {
-            "dense" => Ok(Format::Dense),
-            "sparse-bitmask" => Ok(Format::SparseBitmask),
-            "sparse-24-bitmask" => Ok(Format::Sparse24Bitmask),
-            other => Err(CodecError::Invalid(format!(
-                "unknown or unsupported format {other:?} (supported: dense, sparse-bitmask, sparse-24-bitmask)"
-            ))),
-        }
+        let entry = names::lookup(s, &[Family::Dense, Family::Sparse])?;
+        Ok(match entry.name {
+            "sparse-bitmask" => Format::SparseBitmask,
+            "sparse-24-bitmask" => Format::Sparse24Bitmask,
+            _ => Format::Dense,
+        })
     }
 }
 

@@ -9,4 +9,4 @@ mod writer;
 pub use header::{byte_len, header_len, parse_header, Header, TensorInfo, MAX_HEADER_SIZE};
 pub use mapped::{MappedOutput, Releaser};
 pub use reader::{ReadMode, SafetensorsFile};
-pub use writer::{AtomicWriter, Layout, TensorSpec};
+pub use writer::{AtomicWriter, FilePlan, TensorSpec};

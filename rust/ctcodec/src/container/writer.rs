@@ -40,13 +40,13 @@ impl TensorSpec {
 }
 
 /// Where every tensor goes in the output file.
-pub struct Layout {
+pub struct FilePlan {
     header: Vec<u8>,
     slots: HashMap<String, (usize, usize)>,
     total_len: u64,
 }
 
-impl Layout {
+impl FilePlan {
     pub fn new(mut specs: Vec<TensorSpec>, metadata: Option<&[(String, String)]>) -> Result<Self> {
         specs.sort_by(|a, b| b.dtype.cmp(&a.dtype).then_with(|| a.name.cmp(&b.name)));
         let metadata = metadata.map(|meta| {
@@ -97,7 +97,7 @@ impl Layout {
         let mut header = (header_bytes.len() as u64).to_le_bytes().to_vec();
         header.extend_from_slice(&header_bytes);
         let total_len = header.len() as u64 + offset as u64;
-        Ok(Layout {
+        Ok(FilePlan {
             header,
             slots,
             total_len,
@@ -154,14 +154,14 @@ fn header_json(metadata: Option<String>, entries: Vec<(String, String)>) -> Stri
 /// An output file under a temporary name in the destination folder; `commit` renames it
 /// into place, dropping it unfinished removes it.
 pub struct AtomicWriter {
-    layout: Layout,
+    layout: FilePlan,
     file: tempfile::NamedTempFile,
     dest: PathBuf,
     preallocated: bool,
 }
 
 impl AtomicWriter {
-    pub fn create(dest: &Path, layout: Layout) -> Result<Self> {
+    pub fn create(dest: &Path, layout: FilePlan) -> Result<Self> {
         let dir = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -3,9 +3,9 @@
 use rayon::prelude::*;
 
 use super::bits;
-use super::layout::Geometry;
 use super::outliers::Outliers;
-use crate::quant::floats::{store_row, Compute};
+use super::tiles::Geometry;
+use crate::codecs::quant::floats::{store_row, Compute};
 
 /// The stored tensors of one weight, as bytes, with its outliers already read.
 pub struct Stored<'a> {

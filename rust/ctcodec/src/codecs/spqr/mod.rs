@@ -27,13 +27,13 @@
 pub mod bits;
 pub mod decode;
 pub mod encode;
-pub mod layout;
 pub mod outliers;
+pub mod tiles;
 
 pub use decode::decode_into;
 pub use encode::{encode, EncodeInput};
-pub use layout::{Geometry, OutlierLayout, SpqrParams};
 pub use outliers::Outliers;
+pub use tiles::{Geometry, OutlierLayout, SpqrParams};
 
 #[cfg(test)]
 mod tests;

@@ -1,25 +1,17 @@
 //! Finding the stored parts of each quantized weight in a file, for the modules whose
-//! scheme the caller resolved from config.json.
+//! scheme the caller resolved from config.json, checked against what the scheme implies.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
+use crate::codecs::quant::decode::output_dtype;
+use crate::codecs::quant::{QuantFormat, QuantSpec, Role};
 use crate::container::{SafetensorsFile, TensorInfo};
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
-use crate::quant::decode::output_dtype;
-use crate::quant::{QuantFormat, QuantSpec};
-
-/// How each compressed module of a file decodes, keyed by module path (resolved from
-/// config.json by the caller).
-#[derive(Clone, Debug, Default)]
-pub struct Schemes {
-    pub quant: HashMap<String, QuantSpec>,
-    pub spqr: HashMap<String, crate::spqr::SpqrParams>,
-}
 
 /// The stored parts of one quantized weight.
 #[derive(Clone, Debug)]
-pub struct QuantParts {
+pub struct Stored {
     pub module: String,
     pub spec: QuantSpec,
     pub dense_shape: Vec<usize>,
@@ -37,9 +29,9 @@ pub struct QuantParts {
     pub consumed: Vec<TensorInfo>,
 }
 
-impl QuantParts {
+impl Stored {
     /// Every stored tensor this weight is made of.
-    pub fn members(&self) -> Vec<&TensorInfo> {
+    pub fn all_members(&self) -> Vec<&TensorInfo> {
         let mut all = vec![&self.weight, &self.scale];
         all.extend(self.zero_point.iter());
         all.extend(self.g_idx.iter());
@@ -53,17 +45,15 @@ impl QuantParts {
 
 /// The tensor whose presence marks a module as quantized in this file.
 fn root(format: QuantFormat) -> &'static str {
-    match format {
-        QuantFormat::Naive => "weight",
-        _ => "weight_packed",
-    }
+    super::suffix(format, Role::Codes)
 }
 
-/// The quantized weights of `file` (keyed by the root tensor's name).
-pub fn quant_parts(
+/// The quantized weights of `file` among the modules of `schemes` (keyed by the root
+/// tensor's name).
+pub fn find(
     file: &SafetensorsFile,
-    schemes: &Schemes,
-) -> Result<BTreeMap<String, QuantParts>> {
+    schemes: &HashMap<String, QuantSpec>,
+) -> Result<BTreeMap<String, Stored>> {
     let header = file.header();
     let by_name: HashMap<&str, &TensorInfo> = header
         .tensors
@@ -71,7 +61,7 @@ pub fn quant_parts(
         .map(|t| (t.name.as_str(), t))
         .collect();
     let mut found = BTreeMap::new();
-    for (module, spec) in &schemes.quant {
+    for (module, spec) in schemes {
         let root_name = format!("{module}.{}", root(spec.format));
         let part = |p: &str| {
             by_name
@@ -93,7 +83,7 @@ pub fn quant_parts(
                     members.insert(p, *t);
                 }
             }
-            let (values, mask, shape) = super::parts::sparse24_members(file, module, &members)?;
+            let (values, mask, shape) = crate::formats::sparse24::members(file, module, &members)?;
             consumed.push(members["shape"].clone());
             sparse24_mask = Some(mask.clone());
             stacked_shape = Some(shape);
@@ -104,15 +94,12 @@ pub fn quant_parts(
                 None => continue,
             }
         };
-        let scale_name = if spec.format == QuantFormat::Marlin24 {
-            "scale_packed"
-        } else {
-            "weight_scale"
-        };
+        let name = |role| super::suffix(spec.format, role);
+        let scale_name = name(Role::Scale);
         let scale = part(scale_name)
             .ok_or_else(|| err(format!("{} weight has no {scale_name}", spec.format.name())))?;
         let marlin_meta = if spec.format == QuantFormat::Marlin24 {
-            Some(part("meta").ok_or_else(|| err("marlin-24 weight has no meta".into()))?)
+            Some(part(name(Role::Meta)).ok_or_else(|| err("marlin-24 weight has no meta".into()))?)
         } else {
             None
         };
@@ -126,9 +113,9 @@ pub fn quant_parts(
                 }
             }
             QuantFormat::Pack { .. } => {
-                let info = part("weight_shape")
+                let info = part(name(Role::Shape))
                     .ok_or_else(|| err("pack-quantized weight has no weight_shape".into()))?;
-                let shape = super::parts::read_shape(file, &info)?;
+                let shape = crate::formats::sparse_bitmask::read_shape(file, &info)?;
                 file.release(&info);
                 consumed.push(info);
                 shape
@@ -142,7 +129,7 @@ pub fn quant_parts(
         let expect_dtype = match spec.format {
             QuantFormat::Pack { .. } | QuantFormat::Marlin24 => Some(Dtype::I32),
             QuantFormat::Nvfp4 | QuantFormat::Mxfp4 => Some(Dtype::U8),
-            QuantFormat::Naive if spec.args.qtype == crate::quant::QType::Float => {
+            QuantFormat::Naive if spec.args.qtype == crate::codecs::quant::QType::Float => {
                 Some(Dtype::F8E4M3)
             }
             QuantFormat::Naive => Some(Dtype::I8),
@@ -159,7 +146,7 @@ pub fn quant_parts(
                 ),
             ));
         }
-        let global_scale = part("weight_global_scale");
+        let global_scale = part(name(Role::GlobalScale));
         if spec.format == QuantFormat::Nvfp4 {
             match &global_scale {
                 Some(g) if g.dtype == Dtype::F32 && g.numel() == 1 => {}
@@ -188,14 +175,14 @@ pub fn quant_parts(
         )?;
         found.insert(
             weight.name.clone(),
-            QuantParts {
+            Stored {
                 module: module.clone(),
                 spec: *spec,
                 dense_shape,
                 weight: (*weight).clone(),
                 scale,
-                zero_point: part("weight_zero_point"),
-                g_idx: part("weight_g_idx"),
+                zero_point: part(name(Role::ZeroPoint)),
+                g_idx: part(super::G_IDX),
                 global_scale,
                 sparse24_mask,
                 marlin_meta,
@@ -204,14 +191,6 @@ pub fn quant_parts(
         );
     }
     Ok(found)
-}
-
-/// Names of every stored tensor that belongs to a quantized weight.
-pub fn member_names(parts: &BTreeMap<String, QuantParts>) -> HashSet<String> {
-    parts
-        .values()
-        .flat_map(|p| p.members().into_iter().map(|t| t.name.clone()))
-        .collect()
 }
 
 /// The stored tensors must be exactly what the dense shape implies: a `weight_shape`
@@ -242,7 +221,7 @@ fn check_stored_shapes(
         QuantFormat::Pack { .. } | QuantFormat::Naive => out_dtype,
         _ => Dtype::Bf16,
     };
-    let parts = crate::quant::output_parts(spec, weight_dtype, dense)
+    let parts = super::parts(spec, weight_dtype, dense)
         .map_err(|e| CodecError::tensor(path, module, format!("dense shape {dense:?}: {e}")))?;
     let want = |suffix: &str| parts.iter().find(|p| p.suffix == suffix);
     let numel = |shape: &[usize]| shape.iter().product::<usize>();
@@ -258,12 +237,8 @@ fn check_stored_shapes(
             ),
         ));
     }
-    let scale_part = if spec.format == QuantFormat::Marlin24 {
-        "scale_packed"
-    } else {
-        "weight_scale"
-    };
-    if let Some(p) = want(scale_part) {
+    let name = |role| super::suffix(spec.format, role);
+    if let Some(p) = want(name(Role::Scale)) {
         if numel(&p.shape) != scale.numel() {
             return Err(CodecError::tensor(
                 path,
@@ -275,7 +250,7 @@ fn check_stored_shapes(
             ));
         }
     }
-    if let (Some(p), Some(z)) = (want("weight_zero_point"), part("weight_zero_point")) {
+    if let (Some(p), Some(z)) = (want(name(Role::ZeroPoint)), part(name(Role::ZeroPoint))) {
         if numel(&p.shape) != z.numel() {
             return Err(CodecError::tensor(
                 path,

@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .errors import CodecError
+from .formats import QUANTIZED
 from . import spqr_format
-from .schemes import PRESETS, infer_format, normalize_weights, spec_tuple, uses_legacy_packing
-
-QUANT_FORMATS = ("pack-quantized", "naive-quantized", "int-quantized", "float-quantized",
-                 "nvfp4-pack-quantized", "mxfp4-pack-quantized", "marlin-24")
+from .scheme_presets import PRESETS, WeightSpec, infer_format, normalize_weights, uses_legacy_packing, weight_spec
 
 
 @dataclass
@@ -104,20 +102,20 @@ def quantized_modules(names: Iterable[str]) -> list[str]:
     return sorted(set(mods))
 
 
-def file_schemes(names: Iterable[str], config: QuantConfig, where: str = "") -> dict[str, tuple]:
+def file_schemes(names: Iterable[str], config: QuantConfig, where: str = "") -> dict[str, WeightSpec | spqr_format.SpqrParams]:
     """Native specs for the quantized modules among a file's tensor `names`."""
     schemes = {}
     if not config:
         return schemes
     if config.spqr is not None:
-        return {m: config.spqr.native() for m in spqr_format.spqr_modules(names)}
+        return {m: config.spqr for m in spqr_format.spqr_modules(names)}
     legacy = uses_legacy_packing(config.version)
     for module in quantized_modules(names):
         scheme = scheme_for(module, config)
         if scheme is None or not scheme.get("weights"):
             continue
         fmt = module_format(scheme, config)
-        if fmt not in QUANT_FORMATS:
+        if fmt not in QUANTIZED:
             raise CodecError(f"{where}: module {module!r} is stored as {fmt!r}, which ctcodec does not decode")
-        schemes[module] = spec_tuple(scheme["weights"], fmt, legacy=legacy)
+        schemes[module] = weight_spec(scheme["weights"], fmt, legacy=legacy)
     return schemes

@@ -5,16 +5,33 @@ use crate::dtype::Dtype;
 
 use super::args::{QType, Strategy};
 use super::floats::{self, e2m1_code, e4m3_from_f32, Compute};
-use super::kernels::{has_avx2, load_row, min_max, quantize_fp8, quantize_int, Bf16, Dt, F16, F32};
 use super::pack::{pack_codes, pack_nibbles, packed_row_bytes, packed_words};
 use super::params::{calculate_qparams, global_scale, qparams_into, MinMax, QParams, ScaleKind};
-use super::rows::map_rows;
+use super::row_split::map_rows;
+use super::simd_loops::{
+    has_avx2, load_row, min_max, quantize_fp8, quantize_int, Bf16, Dt, F16, F32,
+};
 use super::{QuantFormat, QuantSpec};
 
-/// One on-disk tensor of a quantized weight: `<module>.<suffix>`.
+/// What one stored tensor of a quantized weight holds (its format names it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The codes: packed int32 words, fp4 nibbles, or one int8/fp8 per weight.
+    Codes,
+    Scale,
+    /// The dense shape (int64), where codes are packed.
+    Shape,
+    ZeroPoint,
+    /// NVFP4's tensor-wide fp32 scale.
+    GlobalScale,
+    /// marlin-24's 2:4 indices.
+    Meta,
+}
+
+/// One stored tensor of a quantized weight, unnamed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
-    pub suffix: &'static str,
+    pub role: Role,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
 }
@@ -88,7 +105,7 @@ fn packs_zero_points(spec: &QuantSpec) -> bool {
         && matches!(spec.args.strategy, Strategy::Group(_) | Strategy::Channel)
 }
 
-/// The on-disk parts of a weight of `dtype`/`shape`, in the order [`encode_into`] fills them.
+/// The stored parts of a weight of `dtype`/`shape`, in the order [`encode_into`] fills them.
 pub fn output_parts(spec: &QuantSpec, dtype: Dtype, shape: &[usize]) -> Result<Vec<Part>, String> {
     spec.validate()?;
     let compute = Compute::of(dtype)
@@ -97,22 +114,18 @@ pub fn output_parts(spec: &QuantSpec, dtype: Dtype, shape: &[usize]) -> Result<V
     let a = &spec.args;
     let lead = &shape[..shape.len() - 1];
     let sshape = scale_shape(spec, shape, &v);
-    let part = |suffix, dtype, shape| Part {
-        suffix,
-        dtype,
-        shape,
-    };
+    let part = |role, dtype, shape| Part { role, dtype, shape };
     let mut parts = Vec::new();
     match spec.format {
         QuantFormat::Pack { legacy } => {
             let words = packed_words(v.cols, a.num_bits, legacy);
             parts.push(part(
-                "weight_packed",
+                Role::Codes,
                 Dtype::I32,
                 lead.iter().copied().chain([words]).collect(),
             ));
-            parts.push(part("weight_scale", compute.dtype(), sshape.clone()));
-            parts.push(part("weight_shape", Dtype::I64, vec![shape.len()]));
+            parts.push(part(Role::Scale, compute.dtype(), sshape.clone()));
+            parts.push(part(Role::Shape, Dtype::I64, vec![shape.len()]));
             if !a.symmetric {
                 if packs_zero_points(spec) {
                     let zshape = shape[..shape.len() - 2]
@@ -120,9 +133,9 @@ pub fn output_parts(spec: &QuantSpec, dtype: Dtype, shape: &[usize]) -> Result<V
                         .copied()
                         .chain([packed_words(v.out, a.num_bits, legacy), v.grid_cols])
                         .collect();
-                    parts.push(part("weight_zero_point", Dtype::I32, zshape));
+                    parts.push(part(Role::ZeroPoint, Dtype::I32, zshape));
                 } else {
-                    parts.push(part("weight_zero_point", Dtype::I8, sshape));
+                    parts.push(part(Role::ZeroPoint, Dtype::I8, sshape));
                 }
             }
         }
@@ -132,32 +145,32 @@ pub fn output_parts(spec: &QuantSpec, dtype: Dtype, shape: &[usize]) -> Result<V
             } else {
                 Dtype::I8
             };
-            parts.push(part("weight", wdt, shape.to_vec()));
-            parts.push(part("weight_scale", compute.dtype(), sshape.clone()));
+            parts.push(part(Role::Codes, wdt, shape.to_vec()));
+            parts.push(part(Role::Scale, compute.dtype(), sshape.clone()));
             if !a.symmetric {
-                parts.push(part("weight_zero_point", Dtype::I8, sshape));
+                parts.push(part(Role::ZeroPoint, Dtype::I8, sshape));
             }
         }
         QuantFormat::Nvfp4 => {
-            parts.push(part("weight_packed", Dtype::U8, vec![v.rows, v.cols / 2]));
-            parts.push(part("weight_scale", Dtype::F8E4M3, sshape));
-            parts.push(part("weight_global_scale", Dtype::F32, vec![1]));
+            parts.push(part(Role::Codes, Dtype::U8, vec![v.rows, v.cols / 2]));
+            parts.push(part(Role::Scale, Dtype::F8E4M3, sshape));
+            parts.push(part(Role::GlobalScale, Dtype::F32, vec![1]));
         }
         QuantFormat::Mxfp4 => {
-            parts.push(part("weight_packed", Dtype::U8, vec![v.rows, v.cols / 2]));
-            parts.push(part("weight_scale", Dtype::U8, sshape));
+            parts.push(part(Role::Codes, Dtype::U8, vec![v.rows, v.cols / 2]));
+            parts.push(part(Role::Scale, Dtype::U8, sshape));
         }
         QuantFormat::Marlin24 => {
             let (n, k) = super::marlin24::dims(shape)?;
             let groups = super::marlin24::scale_groups(a, k);
             let per_word = (32 / a.num_bits) as usize;
             parts.push(part(
-                "weight_packed",
+                Role::Codes,
                 Dtype::I32,
                 vec![k / 32, n * 16 / per_word],
             ));
-            parts.push(part("scale_packed", Dtype::F16, vec![groups, n]));
-            parts.push(part("meta", Dtype::I16, vec![k / 32, 2 * n]));
+            parts.push(part(Role::Scale, Dtype::F16, vec![groups, n]));
+            parts.push(part(Role::Meta, Dtype::I16, vec![k / 32, 2 * n]));
         }
     }
     Ok(parts)

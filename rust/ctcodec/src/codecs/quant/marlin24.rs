@@ -289,8 +289,8 @@ mod tests {
 }
 
 use super::floats::Compute;
-use super::kernels::{f16_round, load_row, min_max, quantize_int, Bf16, Dt, F16, F32};
 use super::params::{qparams_into, MinMax, ScaleKind};
+use super::simd_loops::{f16_round, load_row, min_max, quantize_int, Bf16, Dt, F16, F32};
 use super::{QuantArgs, Strategy};
 use crate::dtype::Dtype;
 

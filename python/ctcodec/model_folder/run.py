@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import CodecError
-from .layout import CONFIG_NAME, INDEX_NAME, MANIFEST, write_json_atomic
+from ..errors import CodecError
+from .files import CONFIG_NAME, INDEX_NAME, MANIFEST, write_json_atomic
 
 LOCK = ".ctcodec.lock"
 # Temporary files the native writer (and write_json_atomic) create beside their targets.

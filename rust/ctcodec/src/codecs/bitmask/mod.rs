@@ -7,7 +7,7 @@
 //! "Zero" means what torch's `x != 0` means, so -0.0 is dropped and decodes as +0.0.
 //! Work is split over rows with rayon; decoding writes straight into the output buffer.
 
-mod rows;
+mod row_codec;
 mod simd;
 
 use rayon::prelude::*;
@@ -85,12 +85,12 @@ macro_rules! kernel {
                 // SAFETY: available() checked for SSSE3.
                 unsafe { simd::$f::<$w>($($arg),*) }
             } else {
-                rows::$f::<$w>($($arg),*)
+                row_codec::$f::<$w>($($arg),*)
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            rows::$f::<$w>($($arg),*)
+            row_codec::$f::<$w>($($arg),*)
         }
     }};
 }
@@ -264,7 +264,7 @@ pub fn mask_row_counts(mask: &[u8], g: &Geometry, parallel: bool) -> Vec<usize> 
     if g.mask_row_bytes() == 0 {
         return vec![0; g.rows];
     }
-    let count = |m: &[u8]| rows::count_mask_bits(m, g.cols);
+    let count = |m: &[u8]| row_codec::count_mask_bits(m, g.cols);
     if parallel && crate::parallel::enabled() {
         mask.par_chunks(g.mask_row_bytes())
             .with_min_len(g.rows_per_task())

@@ -1,4 +1,5 @@
-"""Where a checkpoint's pieces are: shards, index, config.json."""
+"""The files of a model folder: their names, the list of shards, JSON read and atomic
+write, and finding config.json."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config_models import validate_quantization_config
-from .errors import CodecError
+from ..errors import CodecError
 
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
-# Present while a ctcodec run writes the folder (see run_folder.py): half a checkpoint.
+# Present while a ctcodec run writes the folder (see run.py): half a checkpoint.
 MANIFEST = ".ctcodec-in-progress.json"
 
 
@@ -48,6 +48,7 @@ def refuse_incomplete(folder: Path) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path` (CodecError when it is not valid JSON or not an object)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -59,6 +60,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any], sort_keys: bool = False) -> None:
+    """Writes `data` (indented, newline-terminated) to a temporary file beside `path`,
+    then renames it into place: a reader sees the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.ctcodec-tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=sort_keys)
@@ -72,32 +75,3 @@ def find_config(path: str | os.PathLike) -> Path | None:
     folder = p if p.is_dir() else p.parent
     cfg = folder / CONFIG_NAME
     return cfg if cfg.is_file() else None
-
-
-def format_from_config(config: dict[str, Any] | None, where: str | os.PathLike = CONFIG_NAME) -> str | None:
-    """The sparse on-disk format a config.json declares, or None when it declares none
-    (quantized formats are resolved per module, see `qconfig`)."""
-    if not config:
-        return None
-    qc = config.get("quantization_config") or config.get("compression_config")
-    if qc is not None:
-        validate_quantization_config(qc, where)
-    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") != "compressed-tensors":
-        return None
-    sparsity = qc.get("sparsity_config") or {}
-    fmt = sparsity.get("format") if isinstance(sparsity, dict) else None
-    return fmt or None
-
-
-def quantization_config(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The `quantization_config` of the config.json beside `path`, if any."""
-    cfg = find_config(path)
-    if cfg is None:
-        return None
-    config = read_json(cfg)
-    qc = config.get("quantization_config") or config.get("compression_config")
-    if qc is not None:
-        validate_quantization_config(qc, cfg)
-    if not isinstance(qc, dict) or qc.get("quant_method", "compressed-tensors") not in ("compressed-tensors", "ctcodec"):
-        return None
-    return qc

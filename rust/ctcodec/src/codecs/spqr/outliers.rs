@@ -1,7 +1,7 @@
 //! SpQR outliers: sparse fp16 values in stored (permuted) column order, held as CSR and
 //! read from or written to the CSR and per-tile-row (PTCSR) layouts.
 
-use super::layout::Geometry;
+use super::tiles::Geometry;
 
 /// Outliers in CSR form: row r owns entries `offsets[r]..offsets[r + 1]`, columns
 /// strictly increasing within a row.

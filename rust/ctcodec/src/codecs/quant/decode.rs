@@ -8,9 +8,9 @@ use super::args::{QType, Strategy};
 use super::encode::with_dt;
 use super::encode::{view, View};
 use super::floats::{self, e2m1_value, e4m3_to_f32, e8m0_to_f32, Compute};
-use super::kernels::{dequantize_nibbles, dequantize_run, has_avx2, Bf16, Codes, Dt, F16, F32};
 use super::pack::{packed_words, unpack_codes, unpack_nibbles};
-use super::rows::each_row_chunk;
+use super::row_split::each_row_chunk;
+use super::simd_loops::{dequantize_nibbles, dequantize_run, has_avx2, Bf16, Codes, Dt, F16, F32};
 use super::{QuantFormat, QuantSpec};
 
 /// The stored parts of one weight, as raw little-endian bytes.

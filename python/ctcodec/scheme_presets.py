@@ -4,9 +4,29 @@ names, the format each scheme is stored in, and the spec the native codec takes.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import CodecError
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One weight's quantization scheme as the native codec takes it (read by
+    attribute; the core checks it): config.json's names for the fields."""
+
+    format: str
+    num_bits: int
+    type: str
+    symmetric: bool
+    strategy: str
+    group_size: int | None = None
+    block_structure: tuple[int, int] | None = None
+    # NVFP4's tensor-wide scale when fixed by the caller (shared by fused layers).
+    global_scale: float | None = None
+
+    def with_global_scale(self, scale: float) -> "WeightSpec":
+        return replace(self, global_scale=scale)
 
 
 def _w(num_bits: int, type: str = "int", strategy: str = "group", group_size: int | None = 128,
@@ -121,8 +141,8 @@ def infer_format(scheme: dict[str, Any]) -> str:
     return "naive-quantized"
 
 
-def spec_tuple(weights: dict[str, Any], fmt: str, legacy: bool = False,
-               global_scale: float | None = None) -> tuple:
+def weight_spec(weights: dict[str, Any], fmt: str, legacy: bool = False,
+                global_scale: float | None = None) -> WeightSpec:
     """The native codec's spec for one weight."""
     w = normalize_weights(weights)
     if fmt == "pack-quantized" and legacy:
@@ -132,8 +152,8 @@ def spec_tuple(weights: dict[str, Any], fmt: str, legacy: bool = False,
     # which refuse it above; elsewhere it is not passed on.
     group_size = w.get("group_size")
     group_size = group_size if isinstance(group_size, int) and group_size > 0 else None
-    return (fmt, int(w["num_bits"]), w["type"], bool(w["symmetric"]), w["strategy"],
-            group_size, tuple(block) if block else None, global_scale)
+    return WeightSpec(fmt, int(w["num_bits"]), w["type"], bool(w["symmetric"]), w["strategy"],
+                      group_size, tuple(block) if block else None, global_scale)
 
 
 def format_version_tuple(version: str | None) -> tuple[int, ...]:

@@ -6,10 +6,9 @@ use proptest::prelude::*;
 use super::args::Strategy as Scales;
 use super::{
     decode, decode_into, encode_into, floats, output_parts, DecodeInput, QType, QuantArgs,
-    QuantFormat, QuantSpec,
-};
+    QuantFormat, QuantSpec, Role};
+use crate::codecs::quant::floats::{store_row, Compute};
 use crate::dtype::Dtype;
-use crate::quant::floats::{store_row, Compute};
 
 fn encode_decode(
     spec: &QuantSpec,
@@ -31,11 +30,11 @@ fn encode_decode(
         let mut outs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
         encode_into(spec, dtype, shape, &input, true, &mut outs).unwrap();
     }
-    let find = |s: &str| parts.iter().position(|p| p.suffix == s);
-    let scale_i = find("weight_scale").unwrap();
-    let zero = find("weight_zero_point").map(|i| (bufs[i].as_slice(), parts[i].dtype));
+    let find = |r: Role| parts.iter().position(|p| p.role == r);
+    let scale_i = find(Role::Scale).unwrap();
+    let zero = find(Role::ZeroPoint).map(|i| (bufs[i].as_slice(), parts[i].dtype));
     let global =
-        find("weight_global_scale").map(|i| f32::from_le_bytes(bufs[i][..4].try_into().unwrap()));
+        find(Role::GlobalScale).map(|i| f32::from_le_bytes(bufs[i][..4].try_into().unwrap()));
     let input = DecodeInput {
         weight: &bufs[0],
         scale: &bufs[scale_i],
@@ -165,21 +164,3 @@ fn group_must_divide_columns() {
     assert!(err.contains("group size"), "{err}");
 }
 
-#[test]
-fn pack_parts_have_compressed_tensors_shapes() {
-    let spec = int_spec(4, false, Scales::Group(32), false);
-    let parts = output_parts(&spec, Dtype::Bf16, &[12, 64]).unwrap();
-    let got: Vec<(&str, Dtype, Vec<usize>)> = parts
-        .iter()
-        .map(|p| (p.suffix, p.dtype, p.shape.clone()))
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            ("weight_packed", Dtype::I32, vec![12, 8]),
-            ("weight_scale", Dtype::Bf16, vec![12, 2]),
-            ("weight_shape", Dtype::I64, vec![2]),
-            ("weight_zero_point", Dtype::I32, vec![2, 2]),
-        ]
-    );
-}

@@ -6,7 +6,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::rows;
+use super::row_codec;
 
 /// Columns per step: one mask byte for 1- and 2-byte elements, fewer for wider ones.
 pub const fn step<const W: usize>() -> usize {
@@ -98,7 +98,7 @@ fn splat(zero_mask: u64, w: usize) -> i64 {
     out as i64
 }
 
-/// Like `rows::decode_row`, but `values` may run past this row (extra bytes let the
+/// Like `row_codec::decode_row`, but `values` may run past this row (extra bytes let the
 /// 16-byte loads proceed; they are never used). `out` must be zeroed.
 ///
 /// # Safety
@@ -132,7 +132,7 @@ pub unsafe fn decode_row<const W: usize>(
         k += bits.count_ones() as usize;
         col += e;
     }
-    k + rows::decode_row_from::<W>(mask, col, cols, &values[k * W..], out)
+    k + row_codec::decode_row_from::<W>(mask, col, cols, &values[k * W..], out)
 }
 
 /// Bit j set when element j of `v` (a register of `step::<W>()` elements) is zero
@@ -155,7 +155,7 @@ unsafe fn zero_bits<const W: usize>(v: __m128i, zm: __m128i) -> usize {
     }) as usize
 }
 
-/// Like `rows::count_nonzero`.
+/// Like `row_codec::count_nonzero`.
 ///
 /// # Safety
 /// The CPU must support SSSE3 (see [`available`]).
@@ -178,10 +178,10 @@ pub unsafe fn count_nonzero<const W: usize>(row: &[u8], zero_mask: u64) -> usize
         };
         at += 16;
     }
-    (full / W - zeros) + rows::count_nonzero::<W>(&row[full..], zero_mask)
+    (full / W - zeros) + row_codec::count_nonzero::<W>(&row[full..], zero_mask)
 }
 
-/// Like `rows::encode_row`; `mask` must be zeroed.
+/// Like `row_codec::encode_row`; `mask` must be zeroed.
 ///
 /// # Safety
 /// The CPU must support SSSE3 (see [`available`]).
@@ -219,7 +219,7 @@ pub unsafe fn encode_row<const W: usize>(
         col += e;
     }
     let rest = values.get_mut(written * W..).unwrap_or_default();
-    written + rows::encode_row_from::<W>(row, col, zero_mask, mask, rest)
+    written + row_codec::encode_row_from::<W>(row, col, zero_mask, mask, rest)
 }
 
 #[cfg(test)]
@@ -234,10 +234,10 @@ mod tests {
         }
         let cols = row.len() / W;
         let mrb = cols.div_ceil(8);
-        let n = rows::count_nonzero::<W>(row, zm);
+        let n = row_codec::count_nonzero::<W>(row, zm);
         let (mut m1, mut v1) = (vec![0u8; mrb], vec![0u8; n * W]);
         let (mut m2, mut v2) = (vec![0u8; mrb], vec![0u8; n * W + slack]);
-        assert_eq!(rows::encode_row::<W>(row, zm, &mut m1, &mut v1), n);
+        assert_eq!(row_codec::encode_row::<W>(row, zm, &mut m1, &mut v1), n);
         assert_eq!(unsafe { encode_row::<W>(row, zm, &mut m2, &mut v2) }, n);
         assert_eq!(m1, m2);
         assert_eq!(unsafe { count_nonzero::<W>(row, zm) }, n);
@@ -246,7 +246,7 @@ mod tests {
         let mut vals = v1.clone();
         vals.extend(std::iter::repeat_n(0xAB, slack)); // bytes past the row must not leak in
         let (mut o1, mut o2) = (vec![0u8; cols * W], vec![0u8; cols * W]);
-        assert_eq!(rows::decode_row::<W>(&m1, cols, &v1, &mut o1), n);
+        assert_eq!(row_codec::decode_row::<W>(&m1, cols, &v1, &mut o1), n);
         assert_eq!(unsafe { decode_row::<W>(&m1, cols, &vals, &mut o2) }, n);
         assert_eq!(o1, o2);
     }

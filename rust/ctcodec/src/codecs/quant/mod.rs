@@ -11,15 +11,15 @@ pub mod args;
 pub mod decode;
 pub mod encode;
 pub mod floats;
-mod kernels;
 pub mod marlin24;
 pub mod pack;
 pub mod params;
-mod rows;
+mod row_split;
+mod simd_loops;
 
 pub use args::{QType, QuantArgs, Strategy};
 pub use decode::{decode_into, DecodeInput};
-pub use encode::{encode_into, output_parts, Part};
+pub use encode::{encode_into, output_parts, Part, Role};
 
 /// How a quantized weight is laid out on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,16 +1,20 @@
-//! Finding the stored tensors of each SpQR weight in a file, and decoding them.
+//! ctcodec's SpQR format: finding the stored tensors of each SpQR weight in a file,
+//! checking them against each other, and decoding them ([`crate::codecs::spqr`]
+//! documents the tensors and does the arithmetic).
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::container::{SafetensorsFile, TensorInfo};
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
-use crate::spqr::decode::Stored;
-use crate::spqr::{Geometry, OutlierLayout, Outliers, SpqrParams};
+
+use super::StoredWeight;
+use crate::codecs::spqr::decode::Stored as StoredSlices;
+use crate::codecs::spqr::{Geometry, OutlierLayout, Outliers, SpqrParams};
 
 /// The stored tensors of one SpQR weight.
 #[derive(Clone, Debug)]
-pub struct SpqrParts {
+pub struct Stored {
     pub module: String,
     pub geometry: Geometry,
     pub layout: OutlierLayout,
@@ -23,8 +27,16 @@ pub struct SpqrParts {
     pub col_vals: TensorInfo,
 }
 
-impl SpqrParts {
-    pub fn members(&self) -> Vec<&TensorInfo> {
+impl StoredWeight for Stored {
+    fn module(&self) -> &str {
+        &self.module
+    }
+
+    fn decode_into(&self, file: &SafetensorsFile, split: bool, out: &mut [u8]) -> Result<()> {
+        decode(file, self, split, out)
+    }
+
+    fn members(&self) -> Vec<&TensorInfo> {
         vec![
             &self.shape,
             &self.codes,
@@ -52,10 +64,10 @@ fn expect(file: &SafetensorsFile, t: &TensorInfo, dtype: Dtype, shape: &[usize])
 }
 
 /// The SpQR weights of `file`, keyed by their `weight_codes` tensor's name.
-pub fn spqr_parts(
+pub fn find(
     file: &SafetensorsFile,
     specs: &HashMap<String, SpqrParams>,
-) -> Result<BTreeMap<String, SpqrParts>> {
+) -> Result<BTreeMap<String, Stored>> {
     let header = file.header();
     let mut found = BTreeMap::new();
     for (module, params) in specs {
@@ -66,7 +78,7 @@ pub fn spqr_parts(
         let err = |reason: String| CodecError::tensor(file.path(), module, reason);
         let need = |p: &str| part(p).ok_or_else(|| err(format!("SpQR weight has no {p}")));
         let shape = need("weight_shape")?;
-        let dense = super::parts::read_shape(file, &shape)?;
+        let dense = super::sparse_bitmask::read_shape(file, &shape)?;
         let [rows, cols] = dense[..] else {
             return Err(err(format!("SpQR weight_shape must be 2-D, is {dense:?}")));
         };
@@ -81,7 +93,7 @@ pub fn spqr_parts(
             _ => return Err(err("SpQR weight has both CSR and PTCSR outliers".into())),
         };
         let (off_name, cv_name) = layout.parts();
-        let parts = SpqrParts {
+        let parts = Stored {
             module: module.clone(),
             geometry,
             layout,
@@ -114,12 +126,7 @@ pub fn spqr_parts(
 }
 
 /// Decodes one SpQR weight into `out` (zeroed, exactly its dense size).
-pub fn decode_spqr_into(
-    file: &SafetensorsFile,
-    parts: &SpqrParts,
-    split: bool,
-    out: &mut [u8],
-) -> Result<()> {
+fn decode(file: &SafetensorsFile, parts: &Stored, split: bool, out: &mut [u8]) -> Result<()> {
     let g = &parts.geometry;
     let err = |e: String| CodecError::tensor(file.path(), &parts.module, e);
     let offsets = file.bytes(&parts.offsets)?;
@@ -133,14 +140,14 @@ pub fn decode_spqr_into(
     let stats = file.bytes(&parts.stats)?;
     let second_order = file.bytes(&parts.second_order)?;
     let perm = file.bytes(&parts.perm)?;
-    let stored = Stored {
+    let stored = StoredSlices {
         codes: &codes,
         stats: &stats,
         second_order: &second_order,
         perm: &perm,
         outliers: &outliers,
     };
-    crate::spqr::decode_into(g, &stored, split, out).map_err(err)?;
+    crate::codecs::spqr::decode_into(g, &stored, split, out).map_err(err)?;
     drop((offsets, col_vals, codes, stats, second_order, perm));
     parts.members().into_iter().for_each(|t| file.release(t));
     Ok(())

@@ -1,8 +1,8 @@
 //! Quantizer output (codes, statistics, permutation, outliers) to SpQR stored tensors.
 
 use super::bits;
-use super::layout::{Geometry, OutlierLayout};
 use super::outliers::Outliers;
+use super::tiles::{Geometry, OutlierLayout};
 use crate::dtype::Dtype;
 
 /// What a SpQR quantizer produced for one weight, in stored (permuted) column order.

@@ -11,15 +11,14 @@ from typing import Any, Sequence
 
 from .config_models import validate_quantization_config
 from .errors import CodecError
-from .qconfig import parse as parse_config
-from .schemes import infer_format, normalize_weights, preset, spec_tuple
+from .formats import WRITABLE_QUANTIZED
+from .scheme_lookup import parse as parse_config
+from .scheme_presets import infer_format, normalize_weights, preset, weight_spec
 from .targets import looks_linear
 
 # The compressed-tensors release whose quantized layouts (dense int32 packing for odd
 # bit widths, per-group `format`) our output follows.
 CT_VERSION = "0.20.0"
-WRITABLE = ("pack-quantized", "naive-quantized", "int-quantized", "float-quantized", "nvfp4-pack-quantized",
-            "mxfp4-pack-quantized", "marlin-24")
 QUANTIZABLE_DTYPES = ("BF16", "F16", "F32")
 
 
@@ -95,7 +94,7 @@ class QuantPlan:
     def _format(self, group: dict[str, Any]) -> str:
         fmt = self.forced_format or group.get("format") or infer_format(group)
         fmt = str(fmt).lower().replace("_", "-")
-        if fmt not in WRITABLE:
+        if fmt not in WRITABLE_QUANTIZED:
             raise CodecError(f"ctcodec cannot write the {fmt!r} format")
         return fmt
 
@@ -135,7 +134,7 @@ class QuantPlan:
                 self.skipped.append({"module": module, "reason": why, "shape": list(shape)})
                 continue
             self.used[gname] = fmt
-            out[name] = spec_tuple(group["weights"], fmt)
+            out[name] = weight_spec(group["weights"], fmt)
         return out
 
     def refuse_if_nothing_fits(self) -> None:
@@ -211,7 +210,7 @@ def share_fused_global_scales(jobs: list[tuple[str, str, dict]]) -> int:
 
     scales: dict[str, float] = {}
     for src, _dst, encodings in jobs:
-        names = [n for n, (spec, _p, _t) in encodings.items() if spec and spec[0] == "nvfp4-pack-quantized"]
+        names = [n for n, (spec, _p, _t) in encodings.items() if spec and spec.format == "nvfp4-pack-quantized"]
         if names:
             scales.update(zip(names, _native.nvfp4_global_scales(src, names)))
     shared: dict[tuple[str, str], float] = {}
@@ -224,6 +223,6 @@ def share_fused_global_scales(jobs: list[tuple[str, str, dict]]) -> int:
         for name, (spec, prune, two_four) in list(encodings.items()):
             key = _fused_key(name) if name in scales else None
             if key is not None and key in shared:
-                encodings[name] = (spec[:7] + (shared[key],), prune, two_four)
+                encodings[name] = (spec.with_global_scale(shared[key]), prune, two_four)
                 count += 1
     return count
