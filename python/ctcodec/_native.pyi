@@ -77,3 +77,12 @@ def spqr_pack(
 def pack_int_codes(codes: npt.NDArray[np.int8], rows: int, cols: int, bits: int) -> npt.NDArray[np.uint8]: ...
 def formats() -> list[dict]:
     """Every format the core knows: {"name", "family", "writable", "root"}."""
+def convert_gptq_file(
+    src: str | PathLike[str],
+    dst: str | PathLike[str],
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    zeros_minus_one: bool,
+    mode: str = "auto",
+) -> list[dict]: ...

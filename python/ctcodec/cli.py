@@ -151,6 +151,15 @@ def _cmd_convert_spqr(args) -> int:
     return 0
 
 
+def _cmd_convert_gptq(args) -> int:
+    from .gptq import convert_gptq
+
+    s = convert_gptq(args.gptq_dir, args.out_dir, overwrite=args.overwrite)
+    kept = f", g_idx kept in {s['g_idx_kept']} (compressed-tensors 0.14-0.18 read it)" if s["g_idx_kept"] else ""
+    print(f"converted {s['modules']} GPTQ modules ({s['settings']['bits']}-bit) to pack-quantized{kept}")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     require("torch", "ctcodec eval")
     for path in (args.model, args.reference):
@@ -240,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--outlier-layout", choices=["csr", "ptcsr"], default="csr")
     v.add_argument("--overwrite", action="store_true")
     v.set_defaults(run=_cmd_convert_spqr)
+
+    g = sub.add_parser("convert-gptq", help="convert a GPTQ model folder (AutoGPTQ, GPTQModel) to pack-quantized")
+    g.add_argument("gptq_dir")
+    g.add_argument("out_dir")
+    g.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    g.set_defaults(run=_cmd_convert_gptq)
 
     e = sub.add_parser("eval", help="perplexity on a text (causal LMs) or embedding similarity (encoders)")
     e.add_argument("model", help="dense or compressed model folder")

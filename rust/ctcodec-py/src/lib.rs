@@ -1,5 +1,6 @@
 //! `ctcodec._native`: converts types, releases the GIL, maps errors; nothing else.
 
+mod convert;
 mod errors;
 mod names;
 mod packing;
@@ -28,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(writer::write_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(reader::read_header, m)?)?;
     m.add_function(wrap_pyfunction!(names::formats, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::convert_gptq_file, m)?)?;
     m.add_function(wrap_pyfunction!(writer::nvfp4_global_scales, m)?)?;
     m.add_function(wrap_pyfunction!(pool::pool_stats, m)?)?;
     m.add_function(wrap_pyfunction!(spqr::spqr_pack, m)?)?;

@@ -9,6 +9,7 @@
 //! The byte transforms themselves live in [`crate::codecs`]; a new format is a module
 //! here that implements the traits (see the README's "How to add a format").
 
+pub mod gptq;
 pub mod names;
 pub mod quantized;
 pub mod sparse24;

@@ -86,6 +86,7 @@ pub const FORMATS: &[FormatName] = &[
     ),
     entry("marlin-24", Family::Quantized, true, "weight_packed"),
     entry("spqr", Family::Spqr, true, "weight_codes"),
+    entry("gptq", Family::Foreign, false, "qweight"),
 ];
 
 /// compressed-tensors' registry spelling: lower case, `_` and spaces as `-`.
