@@ -39,6 +39,7 @@ def compress_checkpoint(
     sparsity_structure: str | None = None,
     progress: bool = False,
     overwrite: bool = False,
+    cluster: str | None = None,
 ) -> dict:
     """Compresses a Hugging Face model folder into `dst_dir`.
 
@@ -57,6 +58,9 @@ def compress_checkpoint(
     `sparsity` magnitude-prunes those weights first: "2:4" keeps the 2 largest of every
     4 consecutive elements of a row, a fraction (e.g. 0.5) zeroes that share of each
     weight's smallest elements. Pruned weights are then quantized, or bitmask-encoded.
+
+    With `cluster` ("auto", "ray://HOST:PORT" or "local:N") each shard is compressed by a
+    task on a Ray cluster's workers (which must see both folders); the output is the same.
     """
     src, dst = Path(src_dir), Path(dst_dir)
     check_input_folder(src)
@@ -102,7 +106,12 @@ def compress_checkpoint(
     key = run_key("compress", _native.__version__, input_fingerprint(shards), jobs, two_four, sparsity_structure,
                   plan.config() if quantize else None, targets, ignore)
     with run_folder(src, dst, overwrite, key) as out:
-        stats = write_resumably(out, jobs, lambda job: _native.compress_files([job], progress)[0])
+        if cluster is None:
+            stats = write_resumably(out, jobs, lambda job: _native.compress_files([job], progress)[0])
+        else:
+            from .cluster.shards import run_jobs
+
+            stats = run_jobs(out, jobs, _compress_one_shard, cluster, progress)
         summary_resumed = list(out.resumed)
 
         summary = _summarize(stats)
@@ -237,3 +246,8 @@ def decompress_checkpoint(
         copied = copy_other_files(src, dst, shards)
     return {"tensors": count, "format": fmt or "detected", "copied": copied, "resumed_shards": resumed,
             "shards": len(jobs)}
+
+
+def _compress_one_shard(job) -> list:
+    """One shard's compression: a plain function, so a cluster worker can run it."""
+    return _native.compress_files([job])[0]

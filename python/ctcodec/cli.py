@@ -63,7 +63,8 @@ def _cmd_compress_calibrated(args) -> int:
         nsamples=args.nsamples, seqlen=args.seqlen, percdamp=args.percdamp,
         act_order=None if args.permutation_order is None else args.permutation_order == "act_order",
         outlier_threshold=args.outlier_threshold, simplified_outliers=args.simplified_outliers,
-        targets=args.targets, ignore=args.ignore, progress=not args.quiet, overwrite=args.overwrite)
+        targets=args.targets, ignore=args.ignore, progress=not args.quiet, overwrite=args.overwrite,
+        cluster=args.cluster)
     extra = ""
     if "average_bits" in summary:
         extra = f", {summary['average_bits']:.3f} average bits, {summary['outlier_fraction']:.3%} outliers"
@@ -93,6 +94,7 @@ def _cmd_compress(args) -> int:
         sparsity_structure=args.sparsity_structure,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        cluster=args.cluster,
     )
     dt = time.perf_counter() - t0
     print(
@@ -207,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="recorded in config.json (default: 2:4 when every compressed weight is 2:4, else unstructured)",
     )
     c.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    c.add_argument("--cluster", default=None, metavar="auto|ray://HOST:PORT|local:N",
+                   help="run on a Ray cluster (pip install 'ctcodec[cluster]'); the output is the same")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.add_argument("-v", "--verbose", action="store_true", help="list every weight left dense, with the reason")
     cal = c.add_argument_group("calibrated compression (needs torch and transformers)")

@@ -9,6 +9,7 @@ import importlib.util
 EXTRAS = {
     "torch": ("torch", "transformers", "accelerate"),
     "gpu": ("torch", "transformers", "accelerate", "triton", "ctcodec_kernels"),
+    "cluster": ("ray",),
 }
 
 

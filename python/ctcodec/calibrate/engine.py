@@ -6,11 +6,11 @@ and the layer is re-run so the next one sees the compressed model's activations.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
-from .hessian import HessianAccumulator
+from .hessian import BatchStatistics, reduce_statistics
 from .layerwise import LayerwiseModel
 
 
@@ -70,44 +70,126 @@ def capture_inputs(lw: LayerwiseModel, windows: torch.Tensor, batch: int = 16,
             for h, args, kw in store]
 
 
-# solve(name, weight fp32 [m, n], H fp32 [n, n]) -> the weight a decoder will produce
-Solver = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
+# Calibration batches whose Hessian statistics are summed together before the blocks
+# are added up. Blocks are whole units of work: a cluster assigns each to one worker, so
+# the sums, and every bit of H, do not depend on how many workers there are.
+BATCHES_PER_BLOCK = 2
 
 
-def calibrate(lw: LayerwiseModel, windows: torch.Tensor, select: Callable[[str, tuple], bool], solve: Solver,
-              log: Callable[[str], None] = lambda s: None) -> None:
+class Solver(Protocol):
+    """Compresses one weight: `solve` is pure (it may run on another machine);
+    `record` takes its payload back on the driver, in module order."""
+
+    def solve(self, name: str, weight: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, Any]: ...
+
+    def record(self, name: str, payload: Any) -> None: ...
+
+
+def linears_of(layer: torch.nn.Module, prefix: str, names: list[str] | None = None) -> dict[str, torch.nn.Linear]:
+    """The layer's Linear modules by checkpoint name (`prefix.<name>`), all or `names`."""
+    found = {f"{prefix}.{n}": m for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
+    return found if names is None else {n: found[n] for n in names}
+
+
+def block_statistics(layer, linears: dict, batches: list) -> dict[str, list[BatchStatistics]]:
+    """Per block of `BATCHES_PER_BLOCK` batches (in order), each linear layer's Σ x xᵀ."""
+    out: dict[str, list[BatchStatistics]] = {n: [] for n in linears}
+    for start in range(0, len(batches), BATCHES_PER_BLOCK):
+        block = {n: BatchStatistics(m.in_features) for n, m in linears.items()}
+        hooks = [m.register_forward_hook(lambda _m, inp, _out, s=block[n]: s.add(inp[0]))
+                 for n, m in linears.items()]
+        try:
+            with torch.no_grad():
+                for h, args, kw in batches[start:start + BATCHES_PER_BLOCK]:
+                    layer(h, *args, **kw)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for n in linears:
+            out[n].append(block[n])
+    return out
+
+
+def propagate(layer, batches: list) -> list[torch.Tensor]:
+    """The layer's outputs: the next layer's hidden states, batch by batch."""
+    outs = []
+    with torch.no_grad():
+        for h, args, kw in batches:
+            out = layer(h, *args, **kw)
+            outs.append(out[0] if isinstance(out, tuple) else out)
+    return outs
+
+
+def set_weights(linears: dict, decoded: dict[str, torch.Tensor]) -> None:
+    for name, w in decoded.items():
+        linears[name].weight.data = w
+
+
+class InProcess:
+    """Runs every step in this process: the reference a cluster run reproduces."""
+
+    def __init__(self, lw: LayerwiseModel, captured: dict, types: list):
+        self.lw, self.captured, self.types = lw, captured, types
+        self.hidden = [h for h, _a, _k in captured[types[0]]]
+
+    def _batches(self, i: int) -> list:
+        return [(h, args, kw) for h, (_h, args, kw) in zip(self.hidden, self.captured[self.types[i]])]
+
+    def statistics(self, i: int, layer, names: list[str]) -> dict[str, list[BatchStatistics]]:
+        return block_statistics(layer, linears_of(layer, f"{self.lw.prefix}.{i}", names), self._batches(i))
+
+    def solve(self, jobs: list, solver: Solver) -> list:
+        return [solver.solve(*job) for job in jobs]
+
+    def advance(self, i: int, layer, decoded: dict[str, torch.Tensor]) -> None:
+        set_weights(linears_of(layer, f"{self.lw.prefix}.{i}"), decoded)
+        self.hidden = propagate(layer, self._batches(i))
+
+    def close(self) -> None:
+        pass
+
+
+def calibrate(lw: LayerwiseModel, windows: torch.Tensor, select: Callable[[str, tuple], bool], solver: Solver,
+              log: Callable[[str], None] = lambda s: None, runner_factory=None) -> dict[str, float]:
+    """Calibrates layer by layer; `runner_factory(lw, captured, types)` runs the data
+    and solve steps (here by default, or on a cluster). Returns seconds per phase."""
     types = layer_types(lw)
     # The masks and positions each kind of layer gets; the hidden states are the same.
     captured = {t: capture_inputs(lw, windows, attention_type=t) for t in dict.fromkeys(types)}
-    hidden = [h for h, _a, _k in captured[types[0]]]
-    for i in range(lw.num_layers):
-        inputs = [(h, args, kw) for h, (_h, args, kw) in zip(hidden, captured[types[i]])]
-        t0 = time.perf_counter()
-        layer = lw.load_layer(i).float()
-        linears = {f"{lw.prefix}.{i}.{name}": mod for name, mod in layer.named_modules()
-                   if isinstance(mod, torch.nn.Linear)}
-        linears = {n: m for n, m in linears.items() if select(n, tuple(m.weight.shape))}
-        hessians = {n: HessianAccumulator(m.in_features) for n, m in linears.items()}
-        hooks = [m.register_forward_hook(lambda _m, inp, _out, h=hessians[n]: h.add(inp[0]))
-                 for n, m in linears.items()]
-        with torch.no_grad():
-            for h, args, kw in inputs:
-                layer(h, *args, **kw)
-        for hook in hooks:
-            hook.remove()
-        for name, mod in linears.items():
-            acc = hessians[name]
-            if acc.count == 0:  # e.g. an MoE expert no calibration token was routed to
-                log(f"{name}: no calibration input reached it; solved with an identity Hessian")
-                acc.H = torch.eye(mod.in_features)
-            decoded = solve(name, mod.weight.data, acc.H)
-            mod.weight.data = decoded.to(lw.dtype).float()
-        del hessians
-        with torch.no_grad():
-            outs = []
-            for h, args, kw in inputs:
-                out = layer(h, *args, **kw)
-                outs.append(out[0] if isinstance(out, tuple) else out)
-        hidden = outs
-        del layer
-        log(f"layer {i + 1}/{lw.num_layers}: {len(linears)} linear layers in {time.perf_counter() - t0:.1f} s")
+    runner = (runner_factory or InProcess)(lw, captured, types)
+    phases = {"forward": 0.0, "reduce": 0.0, "solve": 0.0, "propagate": 0.0}
+    try:
+        for i in range(lw.num_layers):
+            t0 = time.perf_counter()
+            layer = lw.load_layer(i).float()
+            linears = {n: m for n, m in linears_of(layer, f"{lw.prefix}.{i}").items()
+                       if select(n, tuple(m.weight.shape))}
+            t = time.perf_counter()
+            blocks = runner.statistics(i, layer, list(linears))
+            phases["forward"] += time.perf_counter() - t
+            t = time.perf_counter()
+            jobs = []
+            for name, mod in linears.items():
+                H = reduce_statistics(mod.in_features, blocks[name])
+                if H is None:  # e.g. an MoE expert no calibration token was routed to
+                    log(f"{name}: no calibration input reached it; solved with an identity Hessian")
+                    H = torch.eye(mod.in_features)
+                jobs.append((name, mod.weight.data, H))
+            del blocks
+            phases["reduce"] += time.perf_counter() - t
+            t = time.perf_counter()
+            results = runner.solve(jobs, solver)
+            decoded = {}
+            for (name, _w, _h), (weight, payload) in zip(jobs, results):
+                solver.record(name, payload)
+                decoded[name] = weight.to(lw.dtype).float()
+            del jobs, results
+            phases["solve"] += time.perf_counter() - t
+            t = time.perf_counter()
+            runner.advance(i, layer, decoded)
+            phases["propagate"] += time.perf_counter() - t
+            del layer
+            log(f"layer {i + 1}/{lw.num_layers}: {len(linears)} linear layers in {time.perf_counter() - t0:.1f} s")
+    finally:
+        runner.close()
+    return phases

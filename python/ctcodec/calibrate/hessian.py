@@ -1,24 +1,37 @@
-"""The layer-input Hessian H = 2/N Σ x xᵀ and its preparation for column-wise solvers."""
+"""The layer-input Hessian H = 2/N Σ x xᵀ and its preparation for column-wise solvers.
+
+Each calibration batch contributes its own sum Sᵦ = Σ x xᵀ (fp32, as GPTQ and SpQR
+accumulate); H adds them in batch order. Where the batches were run (one process, or
+partitions on the workers of a cluster) does not change a bit of H."""
 
 from __future__ import annotations
 
 import torch
 
 
-class HessianAccumulator:
-    """Running average over calibration sequences, in fp32 (as GPTQ and SpQR do)."""
+class BatchStatistics:
+    """One batch's Sᵦ for one linear layer, and how many sequences reached it."""
 
     def __init__(self, columns: int):
-        self.H = torch.zeros(columns, columns)
+        self.S = torch.zeros(columns, columns)
         self.count = 0
 
     def add(self, inp: torch.Tensor) -> None:
         x = inp.detach().reshape(-1, inp.shape[-1]).float()
-        batch = inp.shape[0] if inp.dim() > 2 else 1
-        self.H *= self.count / (self.count + batch)
-        self.count += batch
-        x = x * (2 / self.count) ** 0.5
-        self.H += x.t() @ x
+        self.count += inp.shape[0] if inp.dim() > 2 else 1
+        self.S += x.t() @ x
+
+
+def reduce_statistics(columns: int, batches: list[BatchStatistics]) -> torch.Tensor | None:
+    """H from the batches' statistics in batch order; None when no input reached it."""
+    count = sum(b.count for b in batches)
+    if count == 0:
+        return None
+    H = torch.zeros(columns, columns)
+    for b in batches:
+        if b.count:
+            H += b.S
+    return H * (2 / count)
 
 
 def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float, act_order: bool):

@@ -43,6 +43,58 @@ def _parse_sparsity(sparsity) -> tuple[float | None, int, int]:
     return frac, 0, 0
 
 
+class CalibratedSolver:
+    """Solves one weight with the run's algorithm (`solve`, pure: it may run on a cluster
+    worker) and keeps what the checkpoint needs (`record`, on the driver, in module order)."""
+
+    def __init__(self, algorithm, quantizers, spqr_params, percdamp, act_order, actorder, frac, prune_n, prune_m,
+                 outlier_threshold, simplified_outliers, dtype):
+        self.algorithm, self.quantizers, self.spqr_params = algorithm, quantizers, spqr_params
+        self.percdamp, self.act_order, self.actorder = percdamp, act_order, actorder
+        self.frac, self.prune_n, self.prune_m = frac, prune_n, prune_m
+        self.outlier_threshold, self.simplified_outliers, self.dtype = outlier_threshold, simplified_outliers, dtype
+        self.replaced: dict[str, list] = {}
+        self.dense: dict[str, torch.Tensor] = {}
+        self.counts = {"weights": 0, "params": 0, "outliers": 0, "pruned": 0}
+
+    def solve(self, module: str, weight: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        name = f"{module}.weight"
+        done = {"params": weight.numel(), "outliers": 0, "pruned": 0}
+        if self.algorithm == "spqr":
+            p = self.spqr_params
+            r = spqr.solve(weight, H, p, percdamp=self.percdamp, outlier_threshold=self.outlier_threshold,
+                           act_order=self.act_order, simplified_outliers=self.simplified_outliers)
+            done["outliers"] = len(r.outlier_rows)
+            done["replaced"] = spqr_pack(p, module, r.codes.numpy(), r.scale_codes.numpy(), r.zero_codes.numpy(),
+                                         r.second_order.numpy(), r.perm.numpy(), r.outlier_rows.numpy(),
+                                         r.outlier_cols.numpy(), r.outlier_values.numpy())
+            return r.weight, done
+        q = self.quantizers[name]
+        r = gptq.solve(weight, H, q, percdamp=self.percdamp, act_order=bool(self.act_order),
+                       static_groups=self.actorder == "weight", sparsity=self.frac,
+                       prune_n=self.prune_n, prune_m=self.prune_m)
+        done["pruned"] = r.pruned
+        if q is None:
+            done["dense"] = r.weight.to(self.dtype)
+        else:
+            done["replaced"] = export.pack_quantized(module, r, q.num_bits, q.symmetric, q.dtype)
+        return r.weight, done
+
+    def __getstate__(self) -> dict:
+        # Workers need the settings, not what the driver has recorded so far.
+        return {**self.__dict__, "replaced": {}, "dense": {}}
+
+    def record(self, module: str, done: dict) -> None:
+        name = f"{module}.weight"
+        self.counts["weights"] += 1
+        for key in ("params", "outliers", "pruned"):
+            self.counts[key] += done[key]
+        if "replaced" in done:
+            self.replaced[name] = done["replaced"]
+        if "dense" in done:
+            self.dense[name] = done["dense"]
+
+
 def compress_calibrated(
     src_dir: str | os.PathLike,
     dst_dir: str | os.PathLike,
@@ -65,6 +117,7 @@ def compress_calibrated(
     seed: int = 0,
     progress: bool = False,
     overwrite: bool = False,
+    cluster: str | None = None,
 ) -> dict:
     """Compresses a model folder with a calibrated algorithm (see the README):
 
@@ -78,7 +131,9 @@ def compress_calibrated(
     - `spqr`: SpQR with `spqr_params` (bits, beta1, beta2, statistic bits).
 
     The model is calibrated one layer at a time on `nsamples` windows of `seqlen` tokens
-    of `calib` (a text file, or "python-reference"); returns a summary with timings."""
+    of `calib` (a text file, or "python-reference"); returns a summary with timings.
+    With `cluster` ("auto", "ray://HOST:PORT" or "local:N") the batches and the solves
+    run on a Ray cluster's workers; the output is bit-identical to a run without."""
     t_start = time.perf_counter()
     if algorithm not in ALGORITHMS:
         raise CodecError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
@@ -143,36 +198,19 @@ def compress_calibrated(
         model_dtype = str(lw.dtype).replace("torch.", "")
         spqr_params = SpqrParams(**{**(spqr_params or SpqrParams()).__dict__, "dtype": model_dtype})
 
-    replaced: dict[str, list] = {}
-    dense: dict[str, torch.Tensor] = {}
-    counts = {"weights": 0, "params": 0, "outliers": 0, "pruned": 0}
-
-    def solve(module: str, weight: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
-        name = f"{module}.weight"
-        counts["weights"] += 1
-        counts["params"] += weight.numel()
-        if algorithm == "spqr":
-            r = spqr.solve(weight, H, spqr_params, percdamp=percdamp, outlier_threshold=outlier_threshold,
-                           act_order=act_order, simplified_outliers=simplified_outliers)
-            counts["outliers"] += len(r.outlier_rows)
-            replaced[name] = spqr_pack(spqr_params, module, r.codes.numpy(), r.scale_codes.numpy(),
-                                       r.zero_codes.numpy(), r.second_order.numpy(), r.perm.numpy(),
-                                       r.outlier_rows.numpy(), r.outlier_cols.numpy(), r.outlier_values.numpy())
-            return r.weight
-        q = quantizers[name]
-        r = gptq.solve(weight, H, q, percdamp=percdamp, act_order=bool(act_order),
-                       static_groups=actorder == "weight", sparsity=frac,
-                       prune_n=prune_n, prune_m=prune_m)
-        counts["pruned"] += r.pruned
-        if q is None:
-            dense[name] = r.weight.to(lw.dtype)
-        else:
-            replaced[name] = export.pack_quantized(module, r, q.num_bits, q.symmetric, q.dtype)
-        return r.weight
+    solver = CalibratedSolver(algorithm, quantizers, spqr_params, percdamp, act_order, actorder, frac, prune_n,
+                              prune_m, outlier_threshold, simplified_outliers, lw.dtype)
+    replaced, dense, counts = solver.replaced, solver.dense, solver.counts
 
     log = print if progress else (lambda s: None)
     t0 = time.perf_counter()
-    engine.calibrate(lw, windows, lambda module, _shape: f"{module}.weight" in quantizers, solve, log)
+    runner_factory = None
+    if cluster is not None:
+        from ..cluster import calibration_runner
+
+        runner_factory = calibration_runner(cluster, src)
+    phases = engine.calibrate(lw, windows, lambda module, _shape: f"{module}.weight" in quantizers, solver, log,
+                              runner_factory)
     calib_seconds = time.perf_counter() - t0
     # Weights outside the repeated layers (a pooler, a head) see no calibration pass:
     # they stay dense and are listed, as compressed-tensors lists what it ignores.
@@ -184,7 +222,7 @@ def compress_calibrated(
 
     with output_folder(src, dst, overwrite):
         summary = {"algorithm": algorithm, "calibration_seconds": calib_seconds, "nsamples": nsamples,
-                   "seqlen": seqlen, "weights": counts["weights"]}
+                   "seqlen": seqlen, "weights": counts["weights"], "phases": phases}
         config = read_json(src / CONFIG_NAME)
         if algorithm == "sparsegpt" and plan is None:
             # Pruned only: write the pruned dense model, then store it losslessly sparse.

@@ -80,6 +80,9 @@ pub fn compress_to_file(
     let sizings: Vec<Sizing> =
         for_each_tensor(&sizes, |i, split| size_tensor(src, i, encodings[i], split))?;
     src.end_pass();
+    let fill = |i: usize, split: bool, parts: &mut [&mut [u8]]| {
+        fill_tensor(src, i, encodings[i], encoder(i), &sizings[i], split, parts)
+    };
 
     // Output layout.
     let outputs: Vec<Vec<TensorSpec>> = specs
@@ -115,15 +118,7 @@ pub fn compress_to_file(
                 jobs,
                 |(i, _)| sizes[*i],
                 |(i, mut parts), split| {
-                    let stat = fill_tensor(
-                        src,
-                        i,
-                        encodings[i],
-                        encoder(i),
-                        &sizings[i],
-                        split,
-                        &mut parts,
-                    )?;
+                    let stat = fill(i, split, &mut parts)?;
                     parts.iter().for_each(|p| releaser.done(p));
                     src.release(i);
                     progress(stat.bytes_in as u64);
@@ -140,15 +135,7 @@ pub fn compress_to_file(
                     .map(|o| vec![0u8; byte_len(o.dtype, &o.shape).expect("checked by the layout")])
                     .collect();
                 let mut parts: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-                let stat = fill_tensor(
-                    src,
-                    i,
-                    encodings[i],
-                    encoder(i),
-                    &sizings[i],
-                    split,
-                    &mut parts,
-                )?;
+                let stat = fill(i, split, &mut parts)?;
                 let names = outputs[i].iter().map(|o| o.name.clone());
                 let bytes_in = stat.bytes_in as u64;
                 queue.send(Batch {

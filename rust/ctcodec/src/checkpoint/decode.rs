@@ -79,7 +79,11 @@ fn dense_into(file: &SafetensorsFile, item: &DenseItem, split: bool, out: &mut [
             file.release(info);
             Ok(())
         }
-        Source::Encoded(weight) => weight.decode_into(file, split, out),
+        Source::Encoded(weight) => {
+            weight.decode_into(file, split, out)?;
+            weight.members().into_iter().for_each(|t| file.release(t));
+            Ok(())
+        }
     }
 }
 

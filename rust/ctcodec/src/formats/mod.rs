@@ -81,7 +81,8 @@ pub trait StoredWeight: Send + Sync + fmt::Debug {
     fn module(&self) -> &str;
     /// Every stored tensor the weight is made of (none of them is yielded as is).
     fn members(&self) -> Vec<&TensorInfo>;
-    /// Decodes into `out` (zeroed, exactly the dense size), releasing what it read.
+    /// Decodes into `out` (zeroed, exactly the dense size); the caller releases the
+    /// members afterwards.
     fn decode_into(&self, file: &SafetensorsFile, split: bool, out: &mut [u8]) -> Result<()>;
 }
 

@@ -159,8 +159,6 @@ impl StoredWeight for Stored {
             out,
         )
         .map_err(|e| CodecError::tensor(file.path(), &self.module, e))?;
-        drop((values, mask));
-        self.members().into_iter().for_each(|t| file.release(t));
         Ok(())
     }
 }

@@ -237,8 +237,6 @@ impl StoredWeight for Stored {
             self.check_row_offsets(file, ro, &counts)?;
         }
         bitmask::decode_into(&values, &mask, g, &counts, out, split);
-        drop((mask, values));
-        self.members().into_iter().for_each(|t| file.release(t));
         Ok(())
     }
 }

@@ -148,7 +148,5 @@ fn decode(file: &SafetensorsFile, parts: &Stored, split: bool, out: &mut [u8]) -
         outliers: &outliers,
     };
     crate::codecs::spqr::decode_into(g, &stored, split, out).map_err(err)?;
-    drop((offsets, col_vals, codes, stats, second_order, perm));
-    parts.members().into_iter().for_each(|t| file.release(t));
     Ok(())
 }

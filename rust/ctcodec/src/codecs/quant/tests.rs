@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use super::args::Strategy as Scales;
 use super::{
     decode, decode_into, encode_into, floats, output_parts, DecodeInput, QType, QuantArgs,
-    QuantFormat, QuantSpec, Role};
+    QuantFormat, QuantSpec, Role,
+};
 use crate::codecs::quant::floats::{store_row, Compute};
 use crate::dtype::Dtype;
 
@@ -163,4 +164,3 @@ fn group_must_divide_columns() {
     let err = output_parts(&spec, Dtype::Bf16, &[8, 200]).unwrap_err();
     assert!(err.contains("group size"), "{err}");
 }
-

@@ -217,8 +217,6 @@ impl StoredWeight for Stored {
         };
         quant::decode_into(&self.spec, &self.dense_shape, &input, split, out)
             .map_err(|e| CodecError::tensor(file.path(), &self.module, e))?;
-        drop((weight, scale, zero, g_idx, meta));
-        self.members().into_iter().for_each(|t| file.release(t));
         Ok(())
     }
 }
