@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from ctcodec import compress_checkpoint  # noqa: E402
 from ctcodec.calibrate import compress_calibrated  # noqa: E402
 from ctcodec.cluster import parse  # noqa: E402
-from ctcodec.cluster.calibration import partitions  # noqa: E402
+from ctcodec.calibrate.engine import BATCHES_PER_BLOCK, partitions  # noqa: E402
 from ctcodec.errors import CodecError  # noqa: E402
 from ctcodec.spqr_format import SpqrParams  # noqa: E402
 
@@ -64,11 +64,13 @@ def test_cluster_argument_is_parsed_and_refused_clearly():
 
 
 def test_partitions_are_whole_contiguous_blocks():
-    for blocks in range(1, 9):
+    for batches in range(1, 17):
+        blocks = -(-batches // BATCHES_PER_BLOCK)
         for parts in range(1, 5):
-            p = partitions(blocks, parts)
-            assert [b for r in p for b in r] == list(range(blocks))
-            assert len(p) == min(blocks, parts) and all(len(r) for r in p)
+            p = partitions(batches, parts)
+            assert [b for s in p for b in range(batches)[s]] == list(range(batches))
+            assert len(p) == min(blocks, parts)
+            assert all(s.start % BATCHES_PER_BLOCK == 0 and s.stop > s.start for s in p)
 
 
 def test_shard_parallel_rtn_is_byte_identical(cluster, tmp_path):

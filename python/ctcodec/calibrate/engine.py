@@ -5,7 +5,11 @@ and the layer is re-run so the next one sees the compressed model's activations.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
 import torch
@@ -76,6 +80,20 @@ def capture_inputs(lw: LayerwiseModel, windows: torch.Tensor, batch: int = 16,
 BATCHES_PER_BLOCK = 2
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one intra-op thread for one unit of work (a block's forward, a weight's
+    solve): torch's parallel reductions and matmuls round differently with different
+    thread counts, so every unit runs single-threaded wherever it runs (here, or on a
+    cluster worker) and parallelism comes from running units side by side."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 class Solver(Protocol):
     """Compresses one weight: `solve` is pure (it may run on another machine);
     `record` takes its payload back on the driver, in module order."""
@@ -92,7 +110,8 @@ def linears_of(layer: torch.nn.Module, prefix: str, names: list[str] | None = No
 
 
 def block_statistics(layer, linears: dict, batches: list) -> dict[str, list[BatchStatistics]]:
-    """Per block of `BATCHES_PER_BLOCK` batches (in order), each linear layer's Σ x xᵀ."""
+    """Per block of `BATCHES_PER_BLOCK` batches (in order), each linear layer's Σ x xᵀ.
+    Call it under `one_thread()`."""
     out: dict[str, list[BatchStatistics]] = {n: [] for n in linears}
     for start in range(0, len(batches), BATCHES_PER_BLOCK):
         block = {n: BatchStatistics(m.in_features) for n, m in linears.items()}
@@ -125,28 +144,63 @@ def set_weights(linears: dict, decoded: dict[str, torch.Tensor]) -> None:
         linears[name].weight.data = w
 
 
-class InProcess:
-    """Runs every step in this process: the reference a cluster run reproduces."""
+def partitions(n_batches: int, parts: int) -> list[slice]:
+    """Contiguous runs of whole blocks, as even as they come."""
+    blocks = -(-n_batches // BATCHES_PER_BLOCK)
+    parts = max(1, min(parts, blocks))
+    cuts = [blocks * k // parts for k in range(parts + 1)]
+    return [slice(cuts[k] * BATCHES_PER_BLOCK, min(cuts[k + 1] * BATCHES_PER_BLOCK, n_batches))
+            for k in range(parts)]
 
-    def __init__(self, lw: LayerwiseModel, captured: dict, types: list):
+
+class InProcess:
+    """Runs every step in this process, partitions and solves side by side on threads
+    (one torch thread each): the same units of work, with the same bits, as a cluster."""
+
+    def __init__(self, lw: LayerwiseModel, captured: dict, types: list, threads: int | None = None):
         self.lw, self.captured, self.types = lw, captured, types
         self.hidden = [h for h, _a, _k in captured[types[0]]]
+        self.pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
+        self.parts = partitions(len(self.hidden), self.pool._max_workers)
 
     def _batches(self, i: int) -> list:
         return [(h, args, kw) for h, (_h, args, kw) in zip(self.hidden, self.captured[self.types[i]])]
 
     def statistics(self, i: int, layer, names: list[str]) -> dict[str, list[BatchStatistics]]:
-        return block_statistics(layer, linears_of(layer, f"{self.lw.prefix}.{i}", names), self._batches(i))
+        batches = self._batches(i)
+
+        def part(p: slice):
+            own = copy.deepcopy(layer)  # hooks of one partition must not see another's batches
+            with one_thread():
+                return block_statistics(own, linears_of(own, f"{self.lw.prefix}.{i}", names), batches[p])
+
+        merged: dict[str, list[BatchStatistics]] = {n: [] for n in names}
+        for stats in self.pool.map(part, self.parts):  # partitions in block order
+            for n in names:
+                merged[n].extend(stats[n])
+        return merged
 
     def solve(self, jobs: list, solver: Solver) -> list:
-        return [solver.solve(*job) for job in jobs]
+        def one(job):
+            with one_thread():
+                return solver.solve(*job)
+
+        order = sorted(range(len(jobs)), key=lambda k: -jobs[k][1].numel())  # largest first
+        futures = {k: self.pool.submit(one, jobs[k]) for k in order}
+        return [futures[k].result() for k in range(len(jobs))]
 
     def advance(self, i: int, layer, decoded: dict[str, torch.Tensor]) -> None:
         set_weights(linears_of(layer, f"{self.lw.prefix}.{i}"), decoded)
-        self.hidden = propagate(layer, self._batches(i))
+        batches = self._batches(i)
+
+        def part(p: slice):
+            with one_thread():
+                return propagate(layer, batches[p])
+
+        self.hidden = [h for out in self.pool.map(part, self.parts) for h in out]
 
     def close(self) -> None:
-        pass
+        self.pool.shutdown()
 
 
 def calibrate(lw: LayerwiseModel, windows: torch.Tensor, select: Callable[[str, tuple], bool], solver: Solver,

@@ -43,7 +43,8 @@ def _statistics(folder: str, dtype: str, i: int, names: list[str], hidden: list,
     lw = _model(folder, dtype)
     layer = lw.load_layer(i).float()
     batches = [(h, args, kw) for h, (args, kw) in zip(hidden, context)]
-    return engine.block_statistics(layer, engine.linears_of(layer, f"{lw.prefix}.{i}", names), batches)
+    with engine.one_thread():
+        return engine.block_statistics(layer, engine.linears_of(layer, f"{lw.prefix}.{i}", names), batches)
 
 
 def _propagate(folder: str, dtype: str, i: int, decoded: dict, hidden: list, context: list) -> list:
@@ -51,18 +52,13 @@ def _propagate(folder: str, dtype: str, i: int, decoded: dict, hidden: list, con
     lw = _model(folder, dtype)
     layer = lw.load_layer(i).float()
     engine.set_weights(engine.linears_of(layer, f"{lw.prefix}.{i}"), decoded)
-    return engine.propagate(layer, [(h, args, kw) for h, (args, kw) in zip(hidden, context)])
+    with engine.one_thread():
+        return engine.propagate(layer, [(h, args, kw) for h, (args, kw) in zip(hidden, context)])
 
 
 def _solve(solver, name, weight, H):
-    return solver.solve(name, weight, H)
-
-
-def partitions(blocks: int, parts: int) -> list[range]:
-    """Contiguous runs of blocks, as even as they come."""
-    parts = max(1, min(parts, blocks))
-    cuts = [blocks * k // parts for k in range(parts + 1)]
-    return [range(cuts[k], cuts[k + 1]) for k in range(parts)]
+    with engine.one_thread():
+        return solver.solve(name, weight, H)
 
 
 class RayRunner:
@@ -73,10 +69,7 @@ class RayRunner:
         self.ray = ray = self._connection.__enter__()
         try:
             self.types = types
-            per_block = engine.BATCHES_PER_BLOCK
-            n_batches = len(captured[types[0]])
-            parts = partitions(-(-n_batches // per_block), workers(ray))
-            self.slices = [slice(r.start * per_block, min(r.stop * per_block, n_batches)) for r in parts]
+            self.slices = engine.partitions(len(captured[types[0]]), workers(ray))
             self.where = (str(folder), str(lw.dtype).replace("torch.", ""))
             task = ray.remote(num_cpus=1, max_retries=-1)
             self.statistics_task, self.propagate_task = task(_statistics), task(_propagate)
