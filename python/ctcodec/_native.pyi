@@ -76,7 +76,7 @@ def spqr_pack(
 ) -> list[tuple[str, str, list[int], npt.NDArray[np.uint8]]]: ...
 def pack_int_codes(codes: npt.NDArray[np.int8], rows: int, cols: int, bits: int) -> npt.NDArray[np.uint8]: ...
 def formats() -> list[dict]:
-    """Every format the core knows: {"name", "family", "writable", "root"}."""
+    """Every format the core knows: {"name", "family", "writable"}."""
 def convert_gptq_file(
     src: str | PathLike[str],
     dst: str | PathLike[str],

@@ -160,8 +160,9 @@ class InProcess:
     def __init__(self, lw: LayerwiseModel, captured: dict, types: list, threads: int | None = None):
         self.lw, self.captured, self.types = lw, captured, types
         self.hidden = [h for h, _a, _k in captured[types[0]]]
-        self.pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
-        self.parts = partitions(len(self.hidden), self.pool._max_workers)
+        threads = threads or os.cpu_count() or 1
+        self.pool = ThreadPoolExecutor(max_workers=threads)
+        self.parts = partitions(len(self.hidden), threads)
 
     def _batches(self, i: int) -> list:
         return [(h, args, kw) for h, (_h, args, kw) in zip(self.hidden, self.captured[self.types[i]])]

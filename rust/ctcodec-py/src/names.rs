@@ -4,7 +4,7 @@ use ctcodec::formats::FORMATS;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-/// Every format: `{"name", "family", "writable", "root"}`.
+/// Every format: `{"name", "family", "writable"}`.
 #[pyfunction]
 pub fn formats(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
     FORMATS
@@ -14,7 +14,6 @@ pub fn formats(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
             d.set_item("name", f.name)?;
             d.set_item("family", f.family.name())?;
             d.set_item("writable", f.writable)?;
-            d.set_item("root", f.root)?;
             Ok(d)
         })
         .collect()

@@ -17,11 +17,12 @@
 use std::path::Path;
 
 use crate::codecs::quant::pack::{pack_codes, packed_words, unpack_codes};
+use crate::codecs::quant::{QuantFormat, Role};
 use crate::container::{AtomicWriter, FilePlan, ReadMode, SafetensorsFile, TensorInfo, TensorSpec};
 use crate::dtype::Dtype;
 use crate::error::{CodecError, Result};
 
-use super::shape_bytes;
+use super::{quantized, shape_bytes};
 
 pub const QWEIGHT: &str = "qweight";
 pub const QZEROS: &str = "qzeros";
@@ -189,10 +190,17 @@ pub fn convert_module(
         }
     }
 
+    // Named as compressed-tensors' pack-quantized names them.
+    let name = |role| quantized::suffix(QuantFormat::Pack { legacy: false }, role);
     let mut parts: Parts = vec![
-        ("weight_packed", Dtype::I32, vec![n, row_bytes / 4], packed),
-        ("weight_scale", sc.dtype, vec![n, groups], scale_t),
-        ("weight_shape", Dtype::I64, vec![2], shape_bytes(&[n, k])),
+        (
+            name(Role::Codes),
+            Dtype::I32,
+            vec![n, row_bytes / 4],
+            packed,
+        ),
+        (name(Role::Scale), sc.dtype, vec![n, groups], scale_t),
+        (name(Role::Shape), Dtype::I64, vec![2], shape_bytes(&[n, k])),
     ];
     if !s.symmetric {
         let zrow = 4 * zw;
@@ -205,11 +213,16 @@ pub fn convert_module(
                 zp[at..at + 4].copy_from_slice(&packed_col[4 * w..4 * w + 4]);
             }
         }
-        parts.push(("weight_zero_point", Dtype::I32, vec![zw, groups], zp));
+        parts.push((name(Role::ZeroPoint), Dtype::I32, vec![zw, groups], zp));
     }
     if keep_g_idx {
         let (t, bytes) = g_idx.expect("checked above");
-        parts.push(("weight_g_idx", Dtype::I32, vec![t.numel()], bytes.to_vec()));
+        parts.push((
+            quantized::G_IDX,
+            Dtype::I32,
+            vec![t.numel()],
+            bytes.to_vec(),
+        ));
     }
     Ok((parts, keep_g_idx))
 }

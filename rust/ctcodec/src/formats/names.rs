@@ -30,28 +30,20 @@ impl Family {
     }
 }
 
-/// One format: its registry name, what it stores, whether a config or recipe may name
-/// it (and ctcodec then writes it), and the tensor suffix whose presence marks a module
-/// as stored in it.
+/// One format: its registry name, what it stores, and whether a config or recipe may
+/// name it (ctcodec then writes it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FormatName {
     pub name: &'static str,
     pub family: Family,
     pub writable: bool,
-    pub root: &'static str,
 }
 
-const fn entry(
-    name: &'static str,
-    family: Family,
-    writable: bool,
-    root: &'static str,
-) -> FormatName {
+const fn entry(name: &'static str, family: Family, writable: bool) -> FormatName {
     FormatName {
         name,
         family,
         writable,
-        root,
     }
 }
 
@@ -59,34 +51,19 @@ const fn entry(
 /// layout; `pack-quantized-legacy` is the word-aligned packing of 0.17 and earlier,
 /// chosen from the config's version, never named in a config.
 pub const FORMATS: &[FormatName] = &[
-    entry("dense", Family::Dense, true, "weight"),
-    entry("sparse-bitmask", Family::Sparse, true, "bitmask"),
-    entry("sparse-24-bitmask", Family::Sparse, true, "bitmask"),
-    entry("pack-quantized", Family::Quantized, true, "weight_packed"),
-    entry(
-        "pack-quantized-legacy",
-        Family::Quantized,
-        false,
-        "weight_packed",
-    ),
-    entry("naive-quantized", Family::Quantized, true, "weight"),
-    entry("int-quantized", Family::Quantized, true, "weight"),
-    entry("float-quantized", Family::Quantized, true, "weight"),
-    entry(
-        "nvfp4-pack-quantized",
-        Family::Quantized,
-        true,
-        "weight_packed",
-    ),
-    entry(
-        "mxfp4-pack-quantized",
-        Family::Quantized,
-        true,
-        "weight_packed",
-    ),
-    entry("marlin-24", Family::Quantized, true, "weight_packed"),
-    entry("spqr", Family::Spqr, true, "weight_codes"),
-    entry("gptq", Family::Foreign, false, "qweight"),
+    entry("dense", Family::Dense, true),
+    entry("sparse-bitmask", Family::Sparse, true),
+    entry("sparse-24-bitmask", Family::Sparse, true),
+    entry("pack-quantized", Family::Quantized, true),
+    entry("pack-quantized-legacy", Family::Quantized, false),
+    entry("naive-quantized", Family::Quantized, true),
+    entry("int-quantized", Family::Quantized, true),
+    entry("float-quantized", Family::Quantized, true),
+    entry("nvfp4-pack-quantized", Family::Quantized, true),
+    entry("mxfp4-pack-quantized", Family::Quantized, true),
+    entry("marlin-24", Family::Quantized, true),
+    entry("spqr", Family::Spqr, true),
+    entry("gptq", Family::Foreign, false),
 ];
 
 /// compressed-tensors' registry spelling: lower case, `_` and spaces as `-`.
