@@ -2,9 +2,11 @@
 //!
 //! - [`container`]: the safetensors container (validated reads by mmap or pread,
 //!   atomic streaming writes in the reference layout);
-//! - [`bitmask`]: the sparse-bitmask format, per tensor;
+//! - [`codecs`]: the byte transforms of each format family, with no names;
+//! - [`formats`]: one module per on-disk format behind two traits, and the one table
+//!   of format names;
 //! - [`checkpoint`]: whole files, compressed or decompressed tensor by tensor with
-//!   bounded memory.
+//!   bounded memory, dispatching each weight to its format once.
 
 pub mod buffer;
 pub mod checkpoint;
