@@ -52,9 +52,10 @@ def connected(cluster: str):
     if ray.is_initialized():
         yield ray
         return
-    # Workers import ctcodec from the driver's environment; they must find the same package.
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH")]))}}
-    kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=env if env["env_vars"]["PYTHONPATH"] else None)
+    # Workers import ctcodec from the driver's environment; a PYTHONPATH goes with them.
+    pythonpath = os.environ.get("PYTHONPATH")
+    kwargs = dict(include_dashboard=False, log_to_driver=False,
+                  runtime_env={"env_vars": {"PYTHONPATH": pythonpath}} if pythonpath else None)
     if address == "local":
         # "local" starts a new instance even where another runs on this machine.
         ray.init(address="local", num_cpus=cpus, **kwargs)
