@@ -1,8 +1,10 @@
 """Compression on a Ray cluster against one process, on this machine.
 
-    .venv/bin/python benches/bench_cluster.py [--nsamples 64] [--seqlen 128] [--copies 12] [--json F]
+    .venv/bin/python benches/bench_cluster.py [--nsamples 128] [--seqlen 128] [--group-size 64] [--copies 12]
+                                              [--only calibrated|shards] [--json F]
 
-- calibrated: GPTQ W4A16 (group 128) of the real SmolLM2-135M, one process (2 torch
+- calibrated: GPTQ W4A16 (group 64: SmolLM2's hidden size, 576, is not a multiple of
+  128, so with W4A16's default groups only down_proj would be quantized) of the real SmolLM2-135M, one process (2 torch
   threads) and on `local:1` / `local:2` (Ray workers of one CPU each): wall time, the
   per-phase split (forward, reduce, solve, propagate) and byte identity of the outputs;
 - shard-parallel: W4A16 round-to-nearest of a multi-GB sharded checkpoint (SmolLM2's
@@ -65,9 +67,11 @@ def _one(fn):
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nsamples", type=int, default=64)
+    ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=128)
+    ap.add_argument("--group-size", type=int, default=64)
     ap.add_argument("--copies", type=int, default=12, help="layer copies for the sharded checkpoint")
+    ap.add_argument("--only", choices=("calibrated", "shards"), default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     work = ROOT / "bench-data" / "cluster"
@@ -78,8 +82,22 @@ def main() -> int:
         raise SystemExit("run scripts/demo.sh first (it fetches SmolLM2-135M into demo-data/)")
     results: dict = {"calibrated": {}, "shards": {}}
 
-    kw = dict(algorithm="gptq", scheme="W4A16", nsamples=args.nsamples, seqlen=args.seqlen)
-    print(f"calibrated: GPTQ W4A16 of {model.name}, {args.nsamples} x {args.seqlen} tokens", flush=True)
+    if args.only != "shards":
+        calibrated(args, model, work, results)
+    if args.only != "calibrated":
+        shard_parallel(args, model, work, results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def calibrated(args, model: Path, work: Path, results: dict) -> None:
+    kw = dict(algorithm="gptq", scheme="W4A16", group_size=args.group_size, nsamples=args.nsamples,
+              seqlen=args.seqlen)
+    results["calibrated"]["workload"] = {"nsamples": args.nsamples, "seqlen": args.seqlen,
+                                         "group_size": args.group_size}
+    print(f"calibrated: GPTQ W4A16 g{args.group_size} of {model.name}, {args.nsamples} x {args.seqlen} tokens",
+          flush=True)
     for name, cluster in (("one process", None), ("local:1", "local:1"), ("local:2", "local:2")):
         out = work / name.replace(" ", "-").replace(":", "")
         wall, start, s = on(cluster, lambda c: compress_calibrated(model, out, cluster=c, **kw))
@@ -97,13 +115,17 @@ def main() -> int:
           f"local:2 / local:1 speed-up {c['speedup_2_over_1']}x (calibration only "
           f"{c['speedup_2_over_1_calibration']}x)", flush=True)
 
+
+def shard_parallel(args, model: Path, work: Path, results: dict) -> None:
     big = scaled_checkpoint(model, ROOT / "bench-data" / f"smollm2-x{args.copies}", args.copies)
     size = sum(p.stat().st_size for p in big.glob("*.safetensors"))
     n_shards = len(list(big.glob("*.safetensors")))
-    print(f"shard-parallel: W4A16 of {big.name} ({size / 2**30:.2f} GiB, {n_shards} shards)", flush=True)
+    print(f"shard-parallel: W4A16 g{args.group_size} of {big.name} ({size / 2**30:.2f} GiB, {n_shards} shards)", flush=True)
     for name, cluster in (("one process", None), ("local:1", "local:1"), ("local:2", "local:2")):
         out = work / f"shards-{name.replace(' ', '-').replace(':', '')}"
-        wall, start, _ = on(cluster, lambda c: ctcodec.compress_checkpoint(big, out, scheme="W4A16", cluster=c))
+        wall, start, _ = on(cluster, lambda c: ctcodec.compress_checkpoint(big, out, scheme="W4A16",
+                                                                                   group_size=args.group_size,
+                                                                                   cluster=c))
         results["shards"][name] = {"wall_s": round(wall, 2), "ray_start_s": round(start, 2)}
         print(f"  {name:12s} {wall:7.2f} s (+{start:.1f} s Ray start)", flush=True)
     sh = results["shards"]
@@ -111,9 +133,6 @@ def main() -> int:
     sh["identical"] = folder_bytes(work / "shards-local2") == folder_bytes(work / "shards-one-process")
     sh["input_gib"], sh["shards"] = round(size / 2**30, 2), n_shards
     print(f"  local:2 / local:1 speed-up {sh['speedup_2_over_1']}x; identical {sh['identical']}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def solve_work(m):
 def main() -> int:
     res = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "benches/results-cluster.json").read_text())
     one = res["calibrated"]["local:1"]["phases_s"]
-    tokens_measured = 64 * 128
+    workload = res["calibrated"]["workload"]
+    tokens_measured = workload["nsamples"] * workload["seqlen"]
     # Per-core rates from the one-CPU run of SmolLM2-135M.
     flops = 2 * params(SMOL) * tokens_measured * 2 * SMOL["layers"]  # forward + propagate
     flop_rate = flops / (one["forward"] + one["propagate"])

@@ -266,3 +266,40 @@ def test_models_that_pick_masks_by_layer_type_calibrate(cache_dir, tmp_path):
 def test_two_four_pruning_refuses_activation_order(tiny, tmp_path):
     with pytest.raises(CodecError, match="activation order"):
         compress_calibrated(tiny, tmp_path / "x", algorithm="sparsegpt", sparsity="2:4", act_order=True)
+
+
+def test_layers_fed_one_input_share_its_statistics_bit_for_bit(tiny, monkeypatch):
+    """q/k/v (and gate/up) read the same tensor: its Σ x xᵀ is computed once per batch
+    and is exactly what each layer would have accumulated alone."""
+    from ctcodec.calibrate import engine, hessian
+    from ctcodec.calibrate.layerwise import LayerwiseModel
+
+    lw = LayerwiseModel(tiny)
+    ids = torch.randint(0, lw.config.vocab_size, (8, 16), generator=torch.Generator().manual_seed(1))
+    batches = engine.capture_inputs(lw, ids, batch=2)
+    layer = lw.load_layer(0).float()
+    linears = engine.linears_of(layer, f"{lw.prefix}.0")
+    calls = []
+    real = hessian.gram
+    monkeypatch.setattr(hessian, "gram", lambda inp: calls.append(inp.shape) or real(inp))
+    with engine.one_thread():
+        shared = engine.block_statistics(layer, linears, batches)
+    # One Gram per distinct input per batch: attention in, o_proj in, mlp in, down_proj in.
+    assert len(calls) == 4 * len(batches)
+    inputs: dict[str, list] = {n: [] for n in linears}
+    hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: inputs[n].append(inp[0].clone()))
+             for n, m in linears.items()]
+    with torch.no_grad():
+        for h, args, kw in batches:
+            layer(h, *args, **kw)
+    for hook in hooks:
+        hook.remove()
+    with engine.one_thread():
+        for n in linears:
+            for b, block in enumerate(shared[n]):
+                alone = torch.zeros_like(block.S)
+                for x in inputs[n][b * engine.BATCHES_PER_BLOCK:(b + 1) * engine.BATCHES_PER_BLOCK]:
+                    alone += real(x)
+                assert torch.equal(block.S, alone), n
+    q, k = (shared[f"{lw.prefix}.0.self_attn.{p}_proj"][0].S for p in "qk")
+    assert torch.equal(q, k)

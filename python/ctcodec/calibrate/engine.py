@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from .hessian import BatchStatistics, reduce_statistics
+from .hessian import BatchStatistics, SharedInputs, reduce_statistics
 from .layerwise import LayerwiseModel
 
 
@@ -113,9 +113,10 @@ def block_statistics(layer, linears: dict, batches: list) -> dict[str, list[Batc
     """Per block of `BATCHES_PER_BLOCK` batches (in order), each linear layer's Σ x xᵀ.
     Call it under `one_thread()`."""
     out: dict[str, list[BatchStatistics]] = {n: [] for n in linears}
+    shared = SharedInputs()
     for start in range(0, len(batches), BATCHES_PER_BLOCK):
         block = {n: BatchStatistics(m.in_features) for n, m in linears.items()}
-        hooks = [m.register_forward_hook(lambda _m, inp, _out, s=block[n]: s.add(inp[0]))
+        hooks = [m.register_forward_hook(lambda _m, inp, _out, s=block[n]: s.add(inp[0], shared.gram(inp[0])))
                  for n, m in linears.items()]
         try:
             with torch.no_grad():
@@ -124,6 +125,7 @@ def block_statistics(layer, linears: dict, batches: list) -> dict[str, list[Batc
         finally:
             for hook in hooks:
                 hook.remove()
+            shared.clear()
         for n in linears:
             out[n].append(block[n])
     return out
@@ -137,6 +139,18 @@ def propagate(layer, batches: list) -> list[torch.Tensor]:
             out = layer(h, *args, **kw)
             outs.append(out[0] if isinstance(out, tuple) else out)
     return outs
+
+
+def solve_order(jobs: list) -> list[int]:
+    """Jobs (name, weight [rows, columns], H) most costly first, so that side-by-side
+    solvers finish together: a column-by-column solve costs about columns · (columns +
+    rows) (a loop step per column, each touching the rest of the row block and a row of
+    the factor)."""
+    def cost(k: int) -> int:
+        rows, columns = jobs[k][1].shape
+        return columns * (columns + rows)
+
+    return sorted(range(len(jobs)), key=lambda k: -cost(k))
 
 
 def set_weights(linears: dict, decoded: dict[str, torch.Tensor]) -> None:
@@ -186,8 +200,7 @@ class InProcess:
             with one_thread():
                 return solver.solve(*job)
 
-        order = sorted(range(len(jobs)), key=lambda k: -jobs[k][1].numel())  # largest first
-        futures = {k: self.pool.submit(one, jobs[k]) for k in order}
+        futures = {k: self.pool.submit(one, jobs[k]) for k in solve_order(jobs)}
         return [futures[k].result() for k in range(len(jobs))]
 
     def advance(self, i: int, layer, decoded: dict[str, torch.Tensor]) -> None:

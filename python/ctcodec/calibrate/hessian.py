@@ -9,6 +9,28 @@ from __future__ import annotations
 import torch
 
 
+def gram(inp: torch.Tensor) -> torch.Tensor:
+    """Σ x xᵀ over the rows of a layer input [..., columns], in fp32."""
+    x = inp.detach().reshape(-1, inp.shape[-1]).float()
+    return x.t() @ x
+
+
+class SharedInputs:
+    """The Σ x xᵀ of the last input seen: linear layers fed the very same tensor (q/k/v
+    from one norm, gate/up) reuse it instead of recomputing it, with the same bits."""
+
+    def __init__(self):
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def gram(self, inp: torch.Tensor) -> torch.Tensor:
+        if self._last is None or self._last[0] is not inp:
+            self._last = (inp, gram(inp))  # holding inp keeps its identity from being reused
+        return self._last[1]
+
+    def clear(self) -> None:
+        self._last = None
+
+
 class BatchStatistics:
     """One batch's Sᵦ for one linear layer, and how many sequences reached it."""
 
@@ -16,10 +38,10 @@ class BatchStatistics:
         self.S = torch.zeros(columns, columns)
         self.count = 0
 
-    def add(self, inp: torch.Tensor) -> None:
-        x = inp.detach().reshape(-1, inp.shape[-1]).float()
+    def add(self, inp: torch.Tensor, product: torch.Tensor | None = None) -> None:
+        """Adds the input's Σ x xᵀ (`product`, where it was already computed)."""
         self.count += inp.shape[0] if inp.dim() > 2 else 1
-        self.S += x.t() @ x
+        self.S += gram(inp) if product is None else product
 
 
 def reduce_statistics(columns: int, batches: list[BatchStatistics]) -> torch.Tensor | None:

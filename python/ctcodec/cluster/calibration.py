@@ -6,7 +6,7 @@ into contiguous partitions, one per worker. Per layer:
 1. forward: a task per partition runs the layer over its batches and returns each
    block's Σ x xᵀ per linear layer; the driver adds the blocks up in block order (the
    same sums, in the same order, as one process);
-2. solve: each weight is a task (largest first, so the cluster stays busy), its result
+2. solve: each weight is a task (most costly first, so the cluster stays busy), its result
    taken back in module order;
 3. propagate: the decoded weights go to the object store once, and a task per
    partition runs its batches through the compressed layer.
@@ -93,10 +93,9 @@ class RayRunner:
 
     def solve(self, jobs: list, solver) -> list:
         solver_ref = self.ray.put(solver)
-        # Submitted largest first (the cluster stays busy), collected in module order.
-        order = sorted(range(len(jobs)), key=lambda k: -jobs[k][1].numel())
+        # Submitted most costly first (the cluster stays busy), collected in module order.
         refs: dict[int, object] = {}
-        for k in order:
+        for k in engine.solve_order(jobs):
             name, weight, H = jobs[k]
             refs[k] = self.solve_task.remote(solver_ref, name, weight, H)
         return self.ray.get([refs[k] for k in range(len(jobs))])
