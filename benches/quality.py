@@ -29,8 +29,14 @@ from ctcodec.spqr_format import SpqrParams  # noqa: E402
 from realdata import dense_smollm2_folder, minilm_folder  # noqa: E402
 
 
-def methods(group: int, args) -> list[tuple[str, object]]:
+def methods(group: int, args, kind: str) -> list[tuple[str, object]]:
     cal = {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen}
+    # Rotations fold into pre-norm RMSNorm decoders (Llama family), not BERT's post-norm layers.
+    rotated = [] if kind != "causal" else [
+        (f"RTN W4A16 g{group} + rotation ({r})", lambda s, o, r=r: ctcodec.compress_checkpoint(
+            s, o, scheme="W4A16", group_size=group, rotate=r)) for r in ("hadamard", "random-hadamard")] + [
+        (f"GPTQ W4A16 g{group} + rotation ({r})", lambda s, o, r=r: compress_calibrated(
+            s, o, scheme="W4A16", group_size=group, rotate=r, **cal)) for r in ("hadamard", "random-hadamard")]
     return [
         ("dense", None),
         (f"RTN W4A16 g{group}", lambda s, o: ctcodec.compress_checkpoint(s, o, scheme="W4A16", group_size=group)),
@@ -41,7 +47,11 @@ def methods(group: int, args) -> list[tuple[str, object]]:
     ] + [(f"SpQR {bits}-bit 16x16, tau {tau}", lambda s, o, bits=bits, tau=tau: compress_calibrated(
             s, o, algorithm="spqr", spqr_params=SpqrParams(bits=bits), outlier_threshold=tau,
             percdamp=args.spqr_percdamp, **cal))
-          for bits, taus in ((3, args.tau3), (4, args.tau4)) for tau in taus]
+          for bits, taus in ((3, args.tau3), (4, args.tau4)) for tau in taus] + rotated + [
+        # SpQR at the W4A16 g64 budget: 4 + 6/32 + 64/(32·32) = 4.25 paper bits before outliers.
+        ("SpQR 4-bit 32x32, tau 1.0 (4.25-bit budget)", lambda s, o: compress_calibrated(
+            s, o, algorithm="spqr", spqr_params=SpqrParams(bits=4, beta1=32, beta2=32), outlier_threshold=1.0,
+            percdamp=args.spqr_percdamp, **cal))]
 
 
 def score(kind: str, folder: Path, reference, text: str, sents: list[str]) -> float:
@@ -62,7 +72,7 @@ def run(args) -> list[dict]:
     for model_name in args.models:
         src, kind, group = models[model_name]
         reference = load_model(src)[0] if kind == "encoder" else None
-        for label, make in methods(group, args):
+        for label, make in methods(group, args, kind):
             if args.only and not any(o in label for o in args.only):
                 continue
             with tempfile.TemporaryDirectory(dir=cache) as tmp:

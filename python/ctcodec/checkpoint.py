@@ -40,6 +40,7 @@ def compress_checkpoint(
     progress: bool = False,
     overwrite: bool = False,
     cluster: str | None = None,
+    rotate: str | None = None,
 ) -> dict:
     """Compresses a Hugging Face model folder into `dst_dir`.
 
@@ -61,7 +62,20 @@ def compress_checkpoint(
 
     With `cluster` ("auto", "ray://HOST:PORT" or "local:N") each shard is compressed by a
     task on a Ray cluster's workers (which must see both folders); the output is the same.
+
+    With `rotate` ("hadamard" or "random-hadamard", Llama-family models, with a scheme)
+    the residual stream and the attention values are rotated first, folded into the
+    weights (see `ctcodec.rotation`), and recorded as the config's transform_config.
     """
+    if rotate is not None:
+        if scheme is None and recipe is None:
+            raise CodecError("rotate is for quantization (give a scheme): a rotated weight is no longer sparse")
+        from .rotation import compress_rotated
+
+        return compress_rotated(compress_checkpoint, src_dir, dst_dir, rotate, format=format, scheme=scheme,
+                                group_size=group_size, recipe=recipe, sparsity=sparsity, targets=targets,
+                                ignore=ignore, sparsity_structure=sparsity_structure, progress=progress,
+                                overwrite=overwrite, cluster=cluster)
     src, dst = Path(src_dir), Path(dst_dir)
     check_input_folder(src)
     existing = declared_format(src)

@@ -64,7 +64,7 @@ def _cmd_compress_calibrated(args) -> int:
         act_order=None if args.permutation_order is None else args.permutation_order == "act_order",
         outlier_threshold=args.outlier_threshold, simplified_outliers=args.simplified_outliers,
         targets=args.targets, ignore=args.ignore, progress=not args.quiet, overwrite=args.overwrite,
-        cluster=args.cluster)
+        cluster=args.cluster, rotate=args.rotate, observer=args.observer)
     extra = ""
     if "average_bits" in summary:
         extra = f", {summary['average_bits']:.3f} average bits, {summary['outlier_fraction']:.3%} outliers"
@@ -80,6 +80,8 @@ def _cmd_compress_calibrated(args) -> int:
 def _cmd_compress(args) -> int:
     if args.spqr or args.algorithm != "rtn":
         return _cmd_compress_calibrated(args)
+    if args.rotate:
+        require("torch", f"ctcodec compress --rotate {args.rotate}")
     t0 = time.perf_counter()
     summary = compress_checkpoint(
         args.model_dir,
@@ -95,6 +97,7 @@ def _cmd_compress(args) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         cluster=args.cluster,
+        rotate=args.rotate,
     )
     dt = time.perf_counter() - t0
     print(
@@ -211,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     c.add_argument("--cluster", default=None, metavar="auto|ray://HOST:PORT|local:N",
                    help="run on a Ray cluster (pip install 'ctcodec[cluster]'); the output is the same")
+    c.add_argument("--rotate", choices=["hadamard", "random-hadamard"], default=None,
+                   help="rotate a Llama-family model first (SpinQuant R1 + R2 folded into the weights, recorded as "
+                        "transform_config): easier to quantize, the same function; needs torch")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.add_argument("-v", "--verbose", action="store_true", help="list every weight left dense, with the reason")
     cal = c.add_argument_group("calibrated compression (needs torch and transformers)")
@@ -223,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--seqlen", type=int, default=128, help="tokens per calibration window (default 128)")
     cal.add_argument("--percdamp", type=float, default=None,
                      help="Hessian damping, as a fraction of its mean diagonal (default 0.01; SpQR 1.0)")
+    cal.add_argument("--observer", choices=["minmax", "mse"], default="minmax",
+                     help="GPTQ's group ranges: minmax (default) or mse (each row's range shrunk where that "
+                          "lowers its error)")
     cal.add_argument("--permutation-order", "--act-order", dest="permutation_order", nargs="?", const="act_order",
                      choices=["identity", "act_order"], default=None,
                      help="column order: act_order (default for SpQR) or identity (default for GPTQ)")

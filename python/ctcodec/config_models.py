@@ -56,6 +56,30 @@ class SparsityConfig(_Model):
     sparsity_structure: str | None = "unstructured"
 
 
+class TransformArgs(_Model):
+    """Where a transform applies (compressed-tensors' TransformArgs)."""
+
+    targets: list[str]
+    location: Literal["input", "weight_input", "weight_output", "output", "k_cache", "q_attn"]
+    inverse: bool = False
+    ignore: list[str] = Field(default_factory=list)
+
+
+class TransformScheme(_Model):
+    """One transform and the places it applies (compressed-tensors' TransformScheme)."""
+
+    type: str
+    apply: list[TransformArgs] = Field(default_factory=list)
+    randomize: bool = False
+    requires_grad: bool = False
+    head_dim: int | None = None
+    precision: str = "torch.float32"
+
+
+class TransformConfig(_Model):
+    config_groups: dict[str, TransformScheme]
+
+
 class QuantizationConfig(_Model):
     """compressed-tensors' `quantization_config` (alias `compression_config`)."""
 
@@ -67,7 +91,8 @@ class QuantizationConfig(_Model):
     global_compression_ratio: float | None = None
     ignore: list[str] | None = None
     sparsity_config: SparsityConfig | None = None
-    transform_config: dict[str, Any] | None = None
+    # compressed-tensors writes {} for "no transforms"
+    transform_config: Union[TransformConfig, Annotated[dict[str, Any], Field(max_length=0)]] | None = None
     version: str | None = None
 
     @field_validator("sparsity_config", mode="before")
@@ -94,7 +119,8 @@ class SpqrConfig(_Model):
 
 # Union arms pydantic puts into error locations ("list[str]", "literal[...]", "bool",
 # a model's name); a field path leaves them out.
-_ARMS = {"QuantizationScheme", "QuantizationArgs", "SparsityConfig", "bool", "str", "int", "float"}
+_ARMS = {"QuantizationScheme", "QuantizationArgs", "SparsityConfig", "TransformConfig", "TransformScheme",
+         "TransformArgs", "bool", "str", "int", "float"}
 
 
 def _is_arm(part: Any) -> bool:

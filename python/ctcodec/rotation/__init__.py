@@ -1,0 +1,63 @@
+"""Rotations before quantization (`rotate=` / `--rotate hadamard|random-hadamard`):
+SpinQuant's R1 (the residual stream) and R2 (each attention head's values) folded into a
+Llama-family model's weights, then compressed as usual. The output is a standard
+checkpoint: the rotations live in its weights, and `quantization_config.transform_config`
+records them in compressed-tensors' layout (weight_output / weight_input pairs, which
+loaders fold at save time and never apply again), so compressed-tensors, transformers
+and vLLM load it like any other."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ..config_models import TransformConfig
+from ..errors import CodecError
+from ..model_folder import CONFIG_NAME, read_json, write_config
+from .fold import FAMILIES, Rotations, rotate_folder
+from .hadamard import hadamard, rotation
+
+KINDS = ("hadamard", "random-hadamard")
+
+__all__ = ["FAMILIES", "KINDS", "Rotations", "compress_rotated", "hadamard", "rotate_folder", "rotation",
+           "transform_config"]
+
+
+def transform_config(rot: Rotations) -> dict:
+    """compressed-tensors' transform_config for the folded R1 and R2."""
+    readers = ["re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$", "re:.*up_proj$", "re:.*gate_proj$", "lm_head"]
+    common = {"type": rot.kind, "randomize": False, "requires_grad": False, "precision": "torch.float64"}
+    groups = {
+        "R1": {**common, "head_dim": None, "apply": [
+            {"targets": ["re:.*embed_tokens$", "re:.*o_proj$", "re:.*down_proj$"], "location": "weight_output",
+             "inverse": False, "ignore": []},
+            {"targets": readers, "location": "weight_input", "inverse": True, "ignore": []}]},
+        "R2": {**common, "head_dim": rot.head_dim, "apply": [
+            {"targets": ["re:.*v_proj$"], "location": "weight_output", "inverse": False, "ignore": []},
+            {"targets": ["re:.*o_proj$"], "location": "weight_input", "inverse": True, "ignore": []}]},
+    }
+    return TransformConfig.model_validate({"config_groups": groups}).model_dump(mode="json")
+
+
+def compress_rotated(compress: Callable[..., dict], src: str | os.PathLike, dst: str | os.PathLike, kind: str,
+                     rotation_seed: int = 0, **kwargs) -> dict:
+    """`compress(rotated_src, dst, **kwargs)` on `src` with R1/R2 folded in (in a
+    temporary folder beside `dst`), then `transform_config` added to dst's config."""
+    if kind not in KINDS:
+        raise CodecError(f"rotate must be one of {KINDS}, not {kind!r}")
+    src, dst = Path(src), Path(dst)
+    config = read_json(src / CONFIG_NAME)
+    if config.get("quantization_config") or config.get("compression_config"):
+        raise CodecError(f"{src}: is already compressed")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.rotated-") as tmp:
+        rotated = Path(tmp) / "model"
+        rot = rotate_folder(src, rotated, kind, rotation_seed)
+        summary = compress(rotated, dst, **kwargs)
+    out = read_json(dst / CONFIG_NAME)
+    out["quantization_config"]["transform_config"] = transform_config(rot)
+    write_config(dst, out)
+    summary["rotate"] = kind
+    return summary
