@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -29,19 +33,55 @@ from ctcodec.spqr_format import SpqrParams  # noqa: E402
 from realdata import dense_smollm2_folder, minilm_folder  # noqa: E402
 
 
+def llm_compressor(recipe: str, group: int, args):
+    """A maker for llm-compressor's `recipe` (benches/llmc_worker.py, in its own import path
+    .llmc: scripts/setup_llmc.sh) on ctcodec's exact calibration windows; it scores the
+    result in memory, with any online transforms it attached (QuIP's), on the same text."""
+    def make(src: Path, out: Path) -> dict:
+        from transformers import AutoTokenizer
+
+        from ctcodec.calibrate.texts import calibration_windows
+
+        if not (ROOT / ".llmc").is_dir():
+            raise SystemExit("llm-compressor rows need .llmc: run bash scripts/setup_llmc.sh")
+        windows = calibration_windows(AutoTokenizer.from_pretrained(src), load_text(args.calib), args.nsamples,
+                                      args.seqlen, 0)
+        out.mkdir(parents=True)
+        torch.save(windows, out.parent / "windows.pt")
+        proc = subprocess.run([sys.executable, str(ROOT / "benches" / "llmc_worker.py"), "--model", str(src),
+                               "--out", str(out), "--windows", str(out.parent / "windows.pt"), "--recipe", recipe,
+                               "--group-size", str(group), "--eval-text", args.eval_text],
+                              env=dict(os.environ, PYTHONPATH=str(ROOT / ".llmc")), capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"llmc_worker {recipe} failed:\n{proc.stderr[-3000:]}")
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"quality": report["perplexity"], "llmc": report}
+    return make
+
+
 def methods(group: int, args, kind: str) -> list[tuple[str, object]]:
     cal = {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen}
     # Rotations fold into pre-norm RMSNorm decoders (Llama family), not BERT's post-norm layers.
     rotated = [] if kind != "causal" else [
         (f"RTN W4A16 g{group} + rotation ({r})", lambda s, o, r=r: ctcodec.compress_checkpoint(
             s, o, scheme="W4A16", group_size=group, rotate=r)) for r in ("hadamard", "random-hadamard")] + [
-        (f"GPTQ W4A16 g{group} + rotation ({r})", lambda s, o, r=r: compress_calibrated(
-            s, o, scheme="W4A16", group_size=group, rotate=r, **cal)) for r in ("hadamard", "random-hadamard")]
+        (f"GPTQ W4A16 g{group} + rotation (random-hadamard){' + mse observer' if obs == 'mse' else ''}",
+         lambda s, o, obs=obs: compress_calibrated(s, o, scheme="W4A16", group_size=group, rotate="random-hadamard",
+                                                   observer=obs, **cal)) for obs in ("minmax", "mse")] + [
+        (f"GPTQ W4A16 g{group} (act order) + rotation (random-hadamard) + mse observer",
+         lambda s, o: compress_calibrated(s, o, scheme="W4A16", group_size=group, rotate="random-hadamard",
+                                          observer="mse", act_order=True, **cal))]
+    # llm-compressor beside us (its GPTQ scores causal LMs; oneshot loads AutoModelForCausalLM).
+    peers = [] if kind != "causal" or args.no_llmc else [
+        (f"llm-compressor {name} W4A16 g{group}", llm_compressor(recipe, group, args))
+        for name, recipe in (("GPTQ", "gptq"), ("QuIP + GPTQ", "quip-gptq"), ("SpinQuant R1R2 + GPTQ", "spinquant-gptq"))]
     return [
         ("dense", None),
         (f"RTN W4A16 g{group}", lambda s, o: ctcodec.compress_checkpoint(s, o, scheme="W4A16", group_size=group)),
         (f"GPTQ W4A16 g{group} (act order)", lambda s, o: compress_calibrated(
             s, o, scheme="W4A16", group_size=group, act_order=True, **cal)),
+        (f"GPTQ W4A16 g{group} + mse observer", lambda s, o: compress_calibrated(
+            s, o, scheme="W4A16", group_size=group, observer="mse", **cal)),
         (f"SparseGPT 2:4 + W4A16 g{group}", lambda s, o: compress_calibrated(
             s, o, algorithm="sparsegpt", sparsity="2:4", scheme="W4A16", group_size=group, **cal)),
     ] + [(f"SpQR {bits}-bit 16x16, tau {tau}", lambda s, o, bits=bits, tau=tau: compress_calibrated(
@@ -51,7 +91,7 @@ def methods(group: int, args, kind: str) -> list[tuple[str, object]]:
         # SpQR at the W4A16 g64 budget: 4 + 6/32 + 64/(32·32) = 4.25 paper bits before outliers.
         ("SpQR 4-bit 32x32, tau 1.0 (4.25-bit budget)", lambda s, o: compress_calibrated(
             s, o, algorithm="spqr", spqr_params=SpqrParams(bits=4, beta1=32, beta2=32), outlier_threshold=1.0,
-            percdamp=args.spqr_percdamp, **cal))]
+            percdamp=args.spqr_percdamp, **cal))] + peers
 
 
 def score(kind: str, folder: Path, reference, text: str, sents: list[str]) -> float:
@@ -82,12 +122,13 @@ def run(args) -> list[dict]:
                 seconds = time.perf_counter() - t0
                 folder = out if make else src
                 report = ctcodec.inspect_checkpoint(folder) if make else None
-                quality = score(kind, folder, reference, text, sents)
+                # llm-compressor's rows come scored (in memory, with their online transforms).
+                quality = summary["quality"] if "quality" in summary else score(kind, folder, reference, text, sents)
             row = {"model": model_name, "method": label, "metric": "perplexity" if kind == "causal" else "cosine",
                    "quality": quality, "seconds": seconds,
                    "bits_per_param": report["bits_per_param"] if report else 16.0 if kind == "causal" else 32.0,
                    "average_bits": summary.get("average_bits"), "outlier_fraction": summary.get("outlier_fraction"),
-                   "skipped": [s["module"] for s in summary.get("skipped", [])]}
+                   "skipped": [s["module"] for s in summary.get("skipped", [])], "llmc": summary.get("llmc")}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -119,6 +160,7 @@ def main() -> None:
                    help="SpQR 3-bit relative outlier thresholds (one row each: ~3.6 and ~3.9 average bits)")
     p.add_argument("--tau4", type=float, nargs="*", default=[1.0], help="SpQR 4-bit relative outlier thresholds")
     p.add_argument("--spqr-percdamp", type=float, default=1.0, help="SpQR Hessian damping (the SpQR README's 1.0)")
+    p.add_argument("--no-llmc", action="store_true", help="leave out llm-compressor's rows")
     p.add_argument("--json", default=None)
     p.add_argument("--md", default=None)
     args = p.parse_args()

@@ -37,6 +37,23 @@ def run_ct(script: str, *args: str, timeout: int = 600, version: str = VERSION) 
     return proc.stdout + proc.stderr
 
 
+PROMPT = "The capital of France is Paris, and the capital of Italy is"
+
+
+def transformers_logits(folder: Path, tokenizer_dir: Path, workdir: Path) -> "torch.Tensor":
+    """The bf16 logits of PROMPT from transformers loading `folder` through the current
+    compressed-tensors (tests/ct_hf_load.py), checked to load every tensor it expects
+    and nothing else."""
+    import torch
+
+    out = workdir / "ct-logits.pt"
+    log = run_ct("ct_hf_load.py", str(folder), str(tokenizer_dir), str(out))
+    assert "ok" in log
+    for warning in ("were not used", "newly initialized", "missing", "unexpected"):
+        assert warning not in log.lower(), log
+    return torch.load(out)
+
+
 def reference_compress(dense: Path, modules: list[dict], workdir: Path, version: str = VERSION) -> tuple[Path, Path]:
     """compressed-tensors' compressed file and its own dequantization of it."""
     job = {"input": os.fspath(dense), "compressed": os.fspath(workdir / "ct_compressed.safetensors"),

@@ -11,9 +11,11 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ct_current import PROMPT
+
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
 tok = AutoTokenizer.from_pretrained(sys.argv[2])
-ids = tok("The capital of France is Paris, and the capital of Italy is", return_tensors="pt").input_ids
+ids = tok(PROMPT, return_tensors="pt").input_ids
 with torch.no_grad():
     torch.save(model(ids).logits, sys.argv[3])
 print("ok")

@@ -62,23 +62,25 @@ def test_gptq_lowers_layer_output_error_below_rtn(seed, bits, sym, group, act_or
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4, 8]), sym=st.booleans(),
-       rows=st.integers(1, 24), cols=st.integers(1, 64), tails=st.floats(0.0, 3.0))
-def test_mse_observer_never_quantizes_a_row_worse_than_minmax(seed, bits, sym, rows, cols, tails):
+       rows=st.integers(1, 24), cols=st.integers(1, 64), tails=st.floats(0.0, 3.0), weighted=st.booleans())
+def test_mse_observer_never_quantizes_a_row_worse_than_minmax(seed, bits, sym, rows, cols, tails, weighted):
     """The MSE observer tries the min/max range first and keeps a shrunk one only where
-    it lowers that row's Σ|error|^2.4; its scales are still values of the weight dtype
-    and its codes in range."""
+    it lowers that row's Σ wⱼ|error|^2.4 (w: GPTQ's column weights, or 1); its scales
+    are still values of the weight dtype and its codes in range."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, cols, generator=g) * 0.05 + tails * 0.02 * torch.randn(rows, cols, generator=g).pow(3)
     x = x.to(torch.bfloat16).float()
+    w = torch.rand(cols, generator=g) * 10 + 0.01 if weighted else None
     minmax = IntQuantizer(bits, sym, None, torch.bfloat16)
     mse = IntQuantizer(bits, sym, None, torch.bfloat16, observer="mse")
 
     def error(q):
-        s, z = q.params(x)
+        s, z = q.params(x, w)
         codes = q.codes(x, s[:, None], z[:, None])
         assert codes.min() >= q.qmin and codes.max() <= q.qmax
         assert torch.equal(s, s.to(torch.bfloat16).float())
-        return (q.dequantize(codes, s[:, None], z[:, None]) - x).abs().pow(2.4).sum(1)
+        err = (q.dequantize(codes, s[:, None], z[:, None]) - x).abs().pow(2.4)
+        return (err if w is None else err * w).sum(1)
 
     assert (error(mse) <= error(minmax)).all()
 

@@ -54,14 +54,18 @@ def solve(weight: torch.Tensor, H: torch.Tensor, quantizer: IntQuantizer | None,
     zero = torch.zeros(m, groups)
     codes = torch.zeros(m, n)
     out = torch.zeros(m, n)
+    # GPTQ's loss weighs column j's quantization error by 1 / [H⁻¹]_jj = 1 / U_jj²: the
+    # MSE observer fits ranges to that loss, not to the plain weight error.
+    column_weights = torch.diag(U).square().reciprocal()
     if quantizer is not None and gs is None:
-        s, z = quantizer.params(W)
+        s, z = quantizer.params(W, column_weights)
         scale[:, 0], zero[:, 0] = s, z
     static = bool(quantizer is not None and gs and act_order and static_groups)
     if static:
         original = W[:, torch.argsort(perm)]
         for g in range(groups):
-            scale[:, g], zero[:, g] = quantizer.params(original[:, g * gs:(g + 1) * gs])
+            cw = column_weights[torch.argsort(perm)][g * gs:(g + 1) * gs]
+            scale[:, g], zero[:, g] = quantizer.params(original[:, g * gs:(g + 1) * gs], cw)
     group_of = (perm // gs) if static else None
     pruned = 0
     for i1 in range(0, n, blocksize):
@@ -82,7 +86,7 @@ def solve(weight: torch.Tensor, H: torch.Tensor, quantizer: IntQuantizer | None,
             keep = ~mask[:, i]
             if quantizer is not None:
                 if gs and not static and col % gs == 0:
-                    s, z = quantizer.params(W1[:, i:i + gs] * ~mask[:, i:i + gs])
+                    s, z = quantizer.params(W1[:, i:i + gs] * ~mask[:, i:i + gs], column_weights[col:col + gs])
                     scale[:, col // gs], zero[:, col // gs] = s, z
                 g = int(group_of[col]) if static else (col // gs if gs else 0)
                 s, z = scale[:, g], zero[:, g]

@@ -29,8 +29,10 @@ class IntQuantizer:
     def qmax(self) -> int:
         return (1 << (self.num_bits - 1)) - 1
 
-    def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale and zero point for each row of `x` (fp32) from the observer's range."""
+    def params(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and zero point for each row of `x` (fp32) from the observer's range; the
+        MSE search weighs column j's error by `weights[j]` where given (GPTQ gives its
+        loss's column weights; min/max ignores them)."""
         lo = torch.clamp(x.amin(dim=1), max=0.0)
         hi = torch.clamp(x.amax(dim=1), min=0.0)
         if self.observer == "minmax":
@@ -38,20 +40,22 @@ class IntQuantizer:
         if self.observer != "mse":
             raise ValueError(f"observer must be minmax or mse, not {self.observer!r}")
         best_scale, best_zero = self._from_range(lo, hi)
-        best = self._error(x, best_scale, best_zero)
+        best = self._error(x, best_scale, best_zero, weights)
         for i in range(1, int(self.MAXSHRINK * self.GRID)):
             shrink = 1 - i / self.GRID
             scale, zero = self._from_range(lo * shrink, hi * shrink)
-            err = self._error(x, scale, zero)
+            err = self._error(x, scale, zero, weights)
             better = err < best
             best = torch.where(better, err, best)
             best_scale = torch.where(better, scale, best_scale)
             best_zero = torch.where(better, zero, best_zero)
         return best_scale, best_zero
 
-    def _error(self, x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    def _error(self, x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+               weights: torch.Tensor | None) -> torch.Tensor:
         s, z = scale.unsqueeze(1), zero.unsqueeze(1)
-        return (self.dequantize(self.codes(x, s, z), s, z) - x).abs().pow(self.NORM).sum(1)
+        err = (self.dequantize(self.codes(x, s, z), s, z) - x).abs().pow(self.NORM)
+        return (err if weights is None else err * weights).sum(1)
 
     def _from_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """As calculate_qparams gives them: the range always includes 0; symmetric scales
