@@ -7,6 +7,11 @@ tokens). all-MiniLM-L6-v2 (sentence encoder, fp32): mean cosine similarity of se
 embeddings to the dense model's, over sentences of the same text. Calibration (GPTQ,
 SparseGPT, SpQR) uses different real text: CPython's Python Language Reference,
 128 windows of 128 tokens. Prints a markdown table (also written with --md).
+
+Rows at about 4.25 bits compare ctcodec's rotations (R1 + R2 folded, `rotate=`) and
+MSE observer with llm-compressor's GPTQ, QuIP + GPTQ and SpinQuant + GPTQ on the same
+calibration windows (benches/llmc_worker.py in its own import path: run
+scripts/setup_llmc.sh first, or pass --no-llmc).
 """
 
 from __future__ import annotations
