@@ -14,7 +14,7 @@ from .errors import CodecError
 from .formats import normalize, normalize_any
 from .model_folder import (CONFIG_NAME, check_input_folder, copy_other_files, input_fingerprint, read_json,
                            run_folder, run_key, shard_paths, write_config, write_index, write_resumably)
-from .reading import declared_format, declared_quantization, shard_schemes
+from .reading import declared_format, declared_quantization, refuse_compressed, shard_schemes
 from .targets import is_target
 from .tensors import numel
 
@@ -78,9 +78,7 @@ def compress_checkpoint(
                                 overwrite=overwrite, cluster=cluster)
     src, dst = Path(src_dir), Path(dst_dir)
     check_input_folder(src)
-    existing = declared_format(src)
-    if existing not in (None, "dense") or declared_quantization(src):
-        raise CodecError(f"{src}: is already compressed")
+    refuse_compressed(src)
     targets = list(DEFAULT_TARGETS if targets is None else targets)
     ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
     quantize = scheme is not None or recipe is not None

@@ -120,6 +120,13 @@ def _iter_files(shards, fmt, framework, device, mode, quant) -> Iterator[tuple[s
         yield from _iter_file(shard, fmt, framework, device, mode, quant)
 
 
+def refuse_compressed(path: str | os.PathLike) -> None:
+    """Compressors take dense model folders: a folder whose config declares a
+    compressed format or quantization is refused."""
+    if declared_format(path) not in (None, "dense") or declared_quantization(path):
+        raise CodecError(f"{path}: is already compressed")
+
+
 def declared_quantization(path: str | os.PathLike) -> scheme_lookup.QuantConfig:
     """The quantization schemes config.json declares (empty when it declares none)."""
     try:

@@ -17,7 +17,7 @@ from ..config_models import serialise_quantization_config
 from ..errors import CodecError
 from ..model_folder import (CONFIG_NAME, check_input_folder, copy_other_files, output_folder, read_json, shard_paths,
                             write_config, write_index)
-from ..reading import declared_format, declared_quantization
+from ..reading import refuse_compressed
 from ..spqr_format import SpqrParams, pack as spqr_pack
 from ..targets import is_target
 from . import engine, export, gptq, spqr
@@ -154,8 +154,7 @@ def compress_calibrated(
         raise CodecError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
     src, dst = Path(src_dir), Path(dst_dir)
     check_input_folder(src)
-    if declared_format(src) not in (None, "dense") or declared_quantization(src):
-        raise CodecError(f"{src}: is already compressed")
+    refuse_compressed(src)
     targets = list(DEFAULT_TARGETS if targets is None else targets)
     ignore = list(DEFAULT_IGNORE if ignore is None else ignore)
     frac, prune_n, prune_m = _parse_sparsity(sparsity)

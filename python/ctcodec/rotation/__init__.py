@@ -15,7 +15,8 @@ from typing import Callable
 
 from ..config_models import TransformConfig
 from ..errors import CodecError
-from ..model_folder import CONFIG_NAME, read_json, write_config
+from ..model_folder import CONFIG_NAME, check_input_folder, read_json, write_config
+from ..reading import refuse_compressed
 from .fold import FAMILIES, Rotations, rotate_folder
 from .hadamard import hadamard, rotation
 
@@ -48,9 +49,8 @@ def compress_rotated(compress: Callable[..., dict], src: str | os.PathLike, dst:
     if kind not in KINDS:
         raise CodecError(f"rotate must be one of {KINDS}, not {kind!r}")
     src, dst = Path(src), Path(dst)
-    config = read_json(src / CONFIG_NAME)
-    if config.get("quantization_config") or config.get("compression_config"):
-        raise CodecError(f"{src}: is already compressed")
+    check_input_folder(src)
+    refuse_compressed(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.rotated-") as tmp:
         rotated = Path(tmp) / "model"
