@@ -75,7 +75,11 @@ def methods(group: int, args, kind: str) -> list[tuple[str, object]]:
                                                    observer=obs, **cal)) for obs in ("minmax", "mse")] + [
         (f"GPTQ W4A16 g{group} (act order) + rotation (random-hadamard) + mse observer",
          lambda s, o: compress_calibrated(s, o, scheme="W4A16", group_size=group, rotate="random-hadamard",
-                                          observer="mse", act_order=True, **cal))]
+                                          observer="mse", act_order=True, **cal)),
+        # R4 is an online transform: scored through ctcodec's loader, which applies it.
+        (f"GPTQ W4A16 g{group} (act order) + rotation (random-hadamard) + online R4 + mse observer",
+         lambda s, o: compress_calibrated(s, o, scheme="W4A16", group_size=group, rotate="random-hadamard",
+                                          online_rotation=True, observer="mse", act_order=True, **cal))]
     # llm-compressor beside us (its GPTQ scores causal LMs; oneshot loads AutoModelForCausalLM).
     peers = [] if kind != "causal" or args.no_llmc else [
         (f"llm-compressor {name} W4A16 g{group}", llm_compressor(recipe, group, args))

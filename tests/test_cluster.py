@@ -86,6 +86,9 @@ CALIBRATED = {
                                 actorder="group"),
     "sparsegpt-2of4-w4a16": dict(algorithm="sparsegpt", sparsity="2:4", scheme="W4A16", group_size=32),
     "spqr": dict(algorithm="spqr", spqr_params=SpqrParams(bits=3, beta1=16, beta2=16)),
+    # Workers rebuild the rotated folder's online R4 from its config.json.
+    "gptq-rotated-online-r4": dict(algorithm="gptq", scheme="W4A16", group_size=32, rotate="hadamard",
+                                   online_rotation=True, observer="mse"),
 }
 
 

@@ -41,6 +41,7 @@ def compress_checkpoint(
     overwrite: bool = False,
     cluster: str | None = None,
     rotate: str | None = None,
+    online_rotation: bool = False,
 ) -> dict:
     """Compresses a Hugging Face model folder into `dst_dir`.
 
@@ -66,13 +67,17 @@ def compress_checkpoint(
     With `rotate` ("hadamard" or "random-hadamard", Llama-family models, with a scheme)
     the residual stream and the attention values are rotated first, folded into the
     weights (see `ctcodec.rotation`), and recorded as the config's transform_config.
+    `online_rotation` adds R4, an online Hadamard on down_proj's input (for loaders that
+    apply compressed-tensors' online transforms: vLLM, `ctcodec.inference.load_model`).
     """
+    if online_rotation and rotate is None:
+        raise CodecError("online_rotation goes with rotate (hadamard or random-hadamard)")
     if rotate is not None:
         if scheme is None and recipe is None:
             raise CodecError("rotate is for quantization (give a scheme): a rotated weight is no longer sparse")
         from .rotation import compress_rotated
 
-        return compress_rotated(compress_checkpoint, src_dir, dst_dir, rotate, format=format, scheme=scheme,
+        return compress_rotated(compress_checkpoint, src_dir, dst_dir, rotate, online=online_rotation, format=format, scheme=scheme,
                                 group_size=group_size, recipe=recipe, sparsity=sparsity, targets=targets,
                                 ignore=ignore, sparsity_structure=sparsity_structure, progress=progress,
                                 overwrite=overwrite, cluster=cluster)

@@ -64,7 +64,8 @@ def _cmd_compress_calibrated(args) -> int:
         act_order=None if args.permutation_order is None else args.permutation_order == "act_order",
         outlier_threshold=args.outlier_threshold, simplified_outliers=args.simplified_outliers,
         targets=args.targets, ignore=args.ignore, progress=not args.quiet, overwrite=args.overwrite,
-        cluster=args.cluster, rotate=args.rotate, observer=args.observer)
+        cluster=args.cluster, rotate=args.rotate, online_rotation=args.online_rotation,
+        observer=args.observer)
     extra = ""
     if "average_bits" in summary:
         extra = f", {summary['average_bits']:.3f} average bits, {summary['outlier_fraction']:.3%} outliers"
@@ -98,6 +99,7 @@ def _cmd_compress(args) -> int:
         overwrite=args.overwrite,
         cluster=args.cluster,
         rotate=args.rotate,
+        online_rotation=args.online_rotation,
     )
     dt = time.perf_counter() - t0
     print(
@@ -217,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rotate", choices=["hadamard", "random-hadamard"], default=None,
                    help="rotate a Llama-family model first (SpinQuant R1 + R2 folded into the weights, recorded as "
                         "transform_config): easier to quantize, the same function; needs torch")
+    c.add_argument("--online-rotation", action="store_true",
+                   help="with --rotate, also turn down_proj's input by a Hadamard at run time (SpinQuant R4, an "
+                        "online transform: vLLM and ctcodec's loaders apply it, transformers 4.57 does not)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.add_argument("-v", "--verbose", action="store_true", help="list every weight left dense, with the reason")
     cal = c.add_argument_group("calibrated compression (needs torch and transformers)")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from .checkpoint import decompress_checkpoint
 from .errors import CodecError
+from .model_folder import CONFIG_NAME, read_json
 from .reading import declared_format, declared_quantization
+from .rotation.online import attach_online_rotations, declared_transforms
 
 
 def load_model(path: str | os.PathLike, causal: bool | None = None):
@@ -36,6 +38,8 @@ def load_model(path: str | os.PathLike, causal: bool | None = None):
         except TypeError:  # transformers before `dtype` replaced `torch_dtype`
             model = auto.from_pretrained(folder, torch_dtype=dtype).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
+    # Online rotations (R4) are part of the model's function; decompression keeps none.
+    attach_online_rotations(model, declared_transforms(read_json(path / CONFIG_NAME)))
     return model, tokenizer
 
 

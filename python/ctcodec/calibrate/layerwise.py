@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from ..errors import CodecError
-from ..model_folder import INDEX_NAME, shard_paths
+from ..model_folder import CONFIG_NAME, INDEX_NAME, read_json, shard_paths
+from ..rotation.online import attach_online_rotations, declared_transforms
 
 
 def _auto_class(config):
@@ -65,6 +66,9 @@ class LayerwiseModel:
         finally:
             quiet.setLevel(level)
         self.layers = self.outer.get_submodule(self.layers_path)
+        # Online rotations (R4) are part of the model's function: calibrate through them.
+        self.transforms = declared_transforms(read_json(self.folder / CONFIG_NAME))
+        attach_online_rotations(self.outer, self.transforms)
         self._index = self._tensor_index()
         self.prefix = self._checkpoint_prefix()
 
@@ -116,4 +120,5 @@ class LayerwiseModel:
         for mod in layer.modules():  # caches keyed by layer index (unused without a cache)
             if hasattr(mod, "layer_idx"):
                 mod.layer_idx = i
+        attach_online_rotations(layer, self.transforms, prefix=f"{self.prefix}.{i}.")
         return layer.eval()

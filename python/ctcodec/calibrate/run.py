@@ -119,6 +119,7 @@ def compress_calibrated(
     overwrite: bool = False,
     cluster: str | None = None,
     rotate: str | None = None,
+    online_rotation: bool = False,
     observer: str = "minmax",
 ) -> dict:
     """Compresses a model folder with a calibrated algorithm (see the README):
@@ -137,13 +138,16 @@ def compress_calibrated(
     With `cluster` ("auto", "ray://HOST:PORT" or "local:N") the batches and the solves
     run on a Ray cluster's workers; the output is bit-identical to a run without.
     With `rotate` ("hadamard" or "random-hadamard", Llama-family models) the model is
-    rotated first (`ctcodec.rotation`) and calibrated in its rotated basis. `observer`
+    rotated first (`ctcodec.rotation`) and calibrated in its rotated basis;
+    `online_rotation` adds R4 (down_proj's input turned online). `observer`
     picks GPTQ's group ranges: "minmax", or "mse" (each row's range shrunk by up to 20%
     where that lowers its quantization error, as compressed-tensors' MSE observer)."""
+    if online_rotation and rotate is None:
+        raise CodecError("online_rotation goes with rotate (hadamard or random-hadamard)")
     if rotate is not None:
         from ..rotation import compress_rotated
 
-        return compress_rotated(compress_calibrated, src_dir, dst_dir, rotate, algorithm=algorithm, scheme=scheme,
+        return compress_rotated(compress_calibrated, src_dir, dst_dir, rotate, online=online_rotation, algorithm=algorithm, scheme=scheme,
                                 group_size=group_size, sparsity=sparsity, spqr_params=spqr_params, calib=calib,
                                 nsamples=nsamples, seqlen=seqlen, percdamp=percdamp, act_order=act_order,
                                 actorder=actorder, outlier_threshold=outlier_threshold,

@@ -13,8 +13,9 @@ import torch
 
 from .. import _native
 from ..errors import CodecError
-from ..model_folder import shard_paths
+from ..model_folder import CONFIG_NAME, read_json, shard_paths
 from ..reading import declared_format, declared_quantization, shard_schemes
+from ..rotation.online import attach_online_rotations, declared_transforms
 from ..tensors import from_raw
 from .checks import check_pack, check_spqr
 from ..scheme_presets import WeightSpec
@@ -159,6 +160,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     replace_modules(model, path)
     if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
         model.tie_weights()
+    attach_online_rotations(model, declared_transforms(read_json(path / CONFIG_NAME)))
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise CodecError(f"{path}: the checkpoint has no tensor for {missing[0]!r} ({len(missing)} missing)")

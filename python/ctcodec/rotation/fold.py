@@ -9,6 +9,9 @@ are what gets quantized.
   reading it (q/k/v, gate/up, lm_head) by Q on the way in.
 - R2 rotates each attention head's values by an orthogonal R (head_dim × head_dim):
   v_proj's output rows head by head, and o_proj's matching input columns.
+- R4 (with `online=True`) turns down_proj's input by a block Hadamard V: W V is folded
+  here, x V is left to the loader (`online.py`), so the checkpoint needs one that applies
+  compressed-tensors' online transforms (vLLM, `ctcodec.inference.load_model`).
 
 Row-vector convention (y = x Wᵀ): a reader's weight becomes W Q, a writer's Qᵀ W.
 A tied lm_head is untied (it gets the final norm's scale, the embeddings do not).
@@ -26,6 +29,7 @@ from ..errors import CodecError
 from ..model_folder import (CONFIG_NAME, INDEX_NAME, copy_other_files, read_json, shard_paths, write_config,
                             write_json_atomic)
 from .hadamard import rotation
+from .online import fold_into_weight, power_of_two_block
 
 # Decoder families whose layers are pre-norm RMSNorm (weight · x / rms(x)) around
 # attention and a gated MLP, with these module names.
@@ -41,16 +45,18 @@ class Rotations:
     hidden: torch.Tensor  # Q, R1
     head: torch.Tensor  # R, R2
     head_dim: int
+    down_block: int | None = None  # R4's block size, when down_proj's input turns online
 
 
-def rotations_for(config: dict, kind: str, seed: int) -> Rotations:
+def rotations_for(config: dict, kind: str, seed: int, online: bool = False) -> Rotations:
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise CodecError(f"rotations are folded into {', '.join(FAMILIES)} models (pre-norm RMSNorm decoders), "
                          f"not {model_type!r}")
     hidden = config["hidden_size"]
     head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
-    return Rotations(kind, rotation(hidden, kind, seed), rotation(head_dim, kind, seed + 1), head_dim)
+    down_block = power_of_two_block(config["intermediate_size"]) if online else None
+    return Rotations(kind, rotation(hidden, kind, seed), rotation(head_dim, kind, seed + 1), head_dim, down_block)
 
 
 def _split(name: str) -> tuple[str, str] | None:
@@ -90,7 +96,10 @@ class _Folder:
         if local in (f"{w}.weight" for w in WRITERS):
             if local == "self_attn.o_proj.weight":
                 x = self._heads_in(x)
-            return (Q.T @ x).to(t.dtype)
+            x = Q.T @ x
+            if local == "mlp.down_proj.weight" and self.rot.down_block:
+                x = fold_into_weight(x, self.rot.down_block)
+            return x.to(t.dtype)
         if local in (f"{w}.bias" for w in WRITERS):
             return (x @ Q).to(t.dtype)
         if local == "self_attn.v_proj.bias":
@@ -110,15 +119,16 @@ class _Folder:
 
 
 def rotate_folder(src: str | os.PathLike, dst: str | os.PathLike, kind: str = "random-hadamard",
-                  seed: int = 0) -> Rotations:
-    """Writes `dst`, the model folder `src` with R1 and R2 folded into its weights
-    (same function, up to rounding to the model's dtype); returns the rotations."""
+                  seed: int = 0, online: bool = False) -> Rotations:
+    """Writes `dst`, the model folder `src` with R1 and R2 (and with `online`, R4's
+    weight side) folded into its weights: the same function, up to rounding to the
+    model's dtype, once R4's input side runs online. Returns the rotations."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     src, dst = Path(src), Path(dst)
     config = read_json(src / CONFIG_NAME)
-    rot = rotations_for(config, kind, seed)
+    rot = rotations_for(config, kind, seed, online)
     shards = shard_paths(src)
     norms: dict[str, torch.Tensor] = {}
     embed = final_norm = None
@@ -154,6 +164,11 @@ def rotate_folder(src: str | os.PathLike, dst: str | os.PathLike, kind: str = "r
         index["weight_map"] = dict(sorted(weight_map.items()))
         write_json_atomic(dst / INDEX_NAME, index)
     config["tie_word_embeddings"] = False
+    if rot.down_block:
+        # The dense model now needs R4's input side at run time; ctcodec's loaders read it here.
+        from . import transform_config
+
+        config["transform_config"] = transform_config(rot)
     write_config(dst, config, sort_keys=False)
     copy_other_files(src, dst, shards)
     return rot
