@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto",
                    help="dtype the model is loaded in (auto: the checkpoint's)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--encoder", action="store_true",
+                   help="the model is an encoder (BERT): loaded with AutoModel, scored from the saved checkpoint")
     p.add_argument("--eval-text", default=None,
                    help="also score the compressed model in memory (fp32, with any online transforms "
                         "llm-compressor attached): perplexity on this text (ctcodec.evaluate, windows of 512)")
@@ -94,7 +96,7 @@ def main(argv=None):
     import transformers
     from datasets import Dataset
     from llmcompressor import oneshot
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     windows = torch.load(args.windows)
     if not (isinstance(windows, torch.Tensor) and windows.ndim == 2):
@@ -105,7 +107,8 @@ def main(argv=None):
                                  "attention_mask": torch.ones_like(windows).tolist()})
 
     torch_dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch_dtype)
+    auto = AutoModel if args.encoder else AutoModelForCausalLM
+    model = auto.from_pretrained(args.model, torch_dtype=torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     recipe = build_recipe(args)
 
@@ -125,7 +128,7 @@ def main(argv=None):
             tie_word_embeddings=not untie)
     calibrate_s = time.perf_counter() - start
     ppl = None
-    if args.eval_text:
+    if args.eval_text and not args.encoder:
         # Before saving: save_pretrained(save_compressed=True) packs the weights in place.
         from ctcodec.calibrate.texts import load_text
         from ctcodec.evaluate import perplexity

@@ -8,7 +8,8 @@ embeddings to the dense model's, over sentences of the same text. Calibration (G
 SparseGPT, SpQR) uses different real text: CPython's Python Language Reference,
 128 windows of 128 tokens. Prints a markdown table (also written with --md).
 
-Rows at about 4.25 bits compare ctcodec's rotations (R1 + R2 folded, `rotate=`) and
+Rows at about 4.25 bits compare ctcodec's rotations (R1 + R2 folded, `rotate=`; R4 or,
+for MiniLM, every Linear's input turned online, `online_rotation=True`) and
 MSE observer with llm-compressor's GPTQ, QuIP + GPTQ and SpinQuant + GPTQ on the same
 calibration windows (benches/llmc_worker.py in its own import path: run
 scripts/setup_llmc.sh first, or pass --no-llmc).
@@ -38,10 +39,11 @@ from ctcodec.spqr_format import SpqrParams  # noqa: E402
 from realdata import dense_smollm2_folder, minilm_folder  # noqa: E402
 
 
-def llm_compressor(recipe: str, group: int, args):
+def llm_compressor(recipe: str, group: int, args, kind: str = "causal", observer: str = "minmax"):
     """A maker for llm-compressor's `recipe` (benches/llmc_worker.py, in its own import path
-    .llmc: scripts/setup_llmc.sh) on ctcodec's exact calibration windows; it scores the
-    result in memory, with any online transforms it attached (QuIP's), on the same text."""
+    .llmc: scripts/setup_llmc.sh) on ctcodec's exact calibration windows. A causal LM is
+    scored in memory, with any online transforms it attached (QuIP's), on the same text;
+    an encoder is scored from its saved checkpoint like ours."""
     def make(src: Path, out: Path) -> dict:
         from transformers import AutoTokenizer
 
@@ -55,19 +57,29 @@ def llm_compressor(recipe: str, group: int, args):
         torch.save(windows, out.parent / "windows.pt")
         proc = subprocess.run([sys.executable, str(ROOT / "benches" / "llmc_worker.py"), "--model", str(src),
                                "--out", str(out), "--windows", str(out.parent / "windows.pt"), "--recipe", recipe,
-                               "--group-size", str(group), "--eval-text", args.eval_text],
+                               "--group-size", str(group), "--observer", observer]
+                              + (["--eval-text", args.eval_text] if kind == "causal" else ["--encoder"]),
                               env=dict(os.environ, PYTHONPATH=str(ROOT / ".llmc")), capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"llmc_worker {recipe} failed:\n{proc.stderr[-3000:]}")
         report = json.loads(proc.stdout.strip().splitlines()[-1])
-        return {"quality": report["perplexity"], "llmc": report}
+        return {"quality": report["perplexity"], "llmc": report} if kind == "causal" else {"llmc": report}
     return make
 
 
 def methods(group: int, args, kind: str) -> list[tuple[str, object]]:
     cal = {"calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen}
-    # Rotations fold into pre-norm RMSNorm decoders (Llama family), not BERT's post-norm layers.
-    rotated = [] if kind != "causal" else [
+    # Rotations fold into pre-norm RMSNorm decoders (Llama family), not BERT's post-norm
+    # layers: those get online input rotations on every Linear layer.
+    rotated = [
+        (f"RTN W4A16 g{group} + online input rotation (hadamard)", lambda s, o: ctcodec.compress_checkpoint(
+            s, o, scheme="W4A16", group_size=group, rotate="hadamard", online_rotation=True)),
+        (f"GPTQ W4A16 g{group} (act order) + online input rotation (hadamard) + mse observer",
+         lambda s, o: compress_calibrated(s, o, scheme="W4A16", group_size=group, rotate="hadamard",
+                                          online_rotation=True, observer="mse", act_order=True, **cal)),
+        (f"GPTQ W4A16 g{group} (act order) + mse observer", lambda s, o: compress_calibrated(
+            s, o, scheme="W4A16", group_size=group, observer="mse", act_order=True, **cal)),
+    ] if kind != "causal" else [
         (f"RTN W4A16 g{group} + rotation ({r})", lambda s, o, r=r: ctcodec.compress_checkpoint(
             s, o, scheme="W4A16", group_size=group, rotate=r)) for r in ("hadamard", "random-hadamard")] + [
         (f"GPTQ W4A16 g{group} + rotation (random-hadamard){' + mse observer' if obs == 'mse' else ''}",
@@ -80,10 +92,14 @@ def methods(group: int, args, kind: str) -> list[tuple[str, object]]:
         (f"GPTQ W4A16 g{group} (act order) + rotation (random-hadamard) + online R4 + mse observer",
          lambda s, o: compress_calibrated(s, o, scheme="W4A16", group_size=group, rotate="random-hadamard",
                                           online_rotation=True, observer="mse", act_order=True, **cal))]
-    # llm-compressor beside us (its GPTQ scores causal LMs; oneshot loads AutoModelForCausalLM).
-    peers = [] if kind != "causal" or args.no_llmc else [
-        (f"llm-compressor {name} W4A16 g{group}", llm_compressor(recipe, group, args))
-        for name, recipe in (("GPTQ", "gptq"), ("QuIP + GPTQ", "quip-gptq"), ("SpinQuant R1R2 + GPTQ", "spinquant-gptq"))]
+    # llm-compressor beside us: its rotations are for causal LMs; its GPTQ runs on both.
+    recipes = [("GPTQ", "gptq", "minmax")] + ([] if kind != "causal" else [
+        ("GPTQ + mse observer", "gptq", "mse"), ("QuIP + GPTQ", "quip-gptq", "minmax"),
+        ("SpinQuant R1R2 + GPTQ", "spinquant-gptq", "minmax"), ("SpinQuant R1R2 + GPTQ + mse observer",
+                                                                "spinquant-gptq", "mse")])
+    peers = [] if args.no_llmc else [
+        (f"llm-compressor {name} W4A16 g{group}", llm_compressor(recipe, group, args, kind, observer))
+        for name, recipe, observer in recipes]
     return [
         ("dense", None),
         (f"RTN W4A16 g{group}", lambda s, o: ctcodec.compress_checkpoint(s, o, scheme="W4A16", group_size=group)),

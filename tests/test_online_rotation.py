@@ -19,7 +19,7 @@ from ctcodec.rotation import attach_online_rotations, rotate_folder
 from ctcodec.rotation.online import InputRotation, fold_into_weight, input_rotation_group, power_of_two_block
 
 from ct_current import PROMPT, run_ct
-from tiny_models import calib_file, tiny_llama, tiny_qwen2
+from tiny_models import calib_file, tiny_bert, tiny_llama, tiny_qwen2
 
 
 @settings(max_examples=30, deadline=None)
@@ -182,3 +182,45 @@ def test_a_checkpoint_with_online_transforms_we_cannot_apply_fails_to_load(cache
 
     with pytest.raises(CodecError, match="not supported"):
         load_compressed_model(out)
+
+
+def test_bert_gets_online_input_rotations_that_compressed_tensors_applies_alike(cache_dir, tmp_path):
+    """BERT's post-norm layers take no folded rotation; every Linear gets an online input
+    rotation instead. The rotated dense folder computes the same function, and
+    compressed-tensors 0.20 applying the group itself matches our loader."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from ctcodec.calibrate import compress_calibrated
+    from ctcodec.evaluate import load_model
+    from ctcodec.rotation import rotate_linear_inputs
+
+    src = tiny_bert(cache_dir)
+    ids = AutoTokenizer.from_pretrained(src)(PROMPT, return_tensors="pt").input_ids
+    rotated = tmp_path / "rotated"
+    transforms = rotate_linear_inputs(src, rotated)
+    assert transforms["config_groups"]["V"]["head_dim"] == 64  # widths 64 and 128
+    with torch.no_grad():
+        dense = AutoModel.from_pretrained(src)(ids).last_hidden_state
+        ours = load_model(rotated)[0](ids).last_hidden_state
+        bare = AutoModel.from_pretrained(rotated)(ids).last_hidden_state
+    assert torch.allclose(ours, dense, atol=1e-5 * dense.abs().max().item())
+    assert not torch.allclose(bare, dense, atol=1e-2 * dense.abs().max().item())
+
+    out = tmp_path / "q"
+    s = compress_calibrated(src, out, scheme="W4A16", group_size=32, calib=calib_file(tmp_path), nsamples=4,
+                            seqlen=32, rotate="hadamard", online_rotation=True)
+    assert s["rotate"] == "hadamard (online inputs)"
+    log = run_ct("ct_transform_config.py", str(out))
+    assert "V hadamard 64 [('input', False), ('weight_input', True)]" in log
+    theirs_file = tmp_path / "ct.pt"
+    log = run_ct("ct_online_logits.py", str(out), str(src), str(theirs_file), "--encoder")
+    assert "online transforms: 13 " in log, log  # 2 layers × 6 Linear + the pooler
+    theirs = torch.load(theirs_file)
+    model = load_model(out)[0].to(torch.bfloat16)
+    assert sum(isinstance(h, InputRotation) for m in model.modules() for h in m._forward_pre_hooks.values()) == 13
+    with torch.no_grad():
+        ours = model(ids).last_hidden_state
+    scale = theirs.abs().max().item()
+    assert (theirs - ours).abs().max().item() <= 0.02 * scale, (theirs - ours).abs().max()
+    with pytest.raises(CodecError, match="with online_rotation any model"):
+        ctcodec.compress_checkpoint(src, tmp_path / "no", scheme="W4A16", rotate="hadamard")

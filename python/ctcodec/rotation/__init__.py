@@ -8,7 +8,8 @@ and vLLM load it like any other.
 
 With `online=True` SpinQuant's R4 is added: down_proj's input turns by a block Hadamard
 at run time (`online.py`), an `input` transform that vLLM and ctcodec's loaders apply
-and transformers 4.57 does not."""
+and transformers 4.57 does not. Models outside the Llama family (BERT) get online input
+rotations on every Linear layer instead (`linear_inputs.py`)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ from ..model_folder import CONFIG_NAME, check_input_folder, read_json, write_con
 from ..reading import refuse_compressed
 from .fold import FAMILIES, Rotations, rotate_folder
 from .hadamard import hadamard, rotation
+from .linear_inputs import rotate_linear_inputs
 from .online import DOWN_TARGETS, attach_online_rotations, declared_transforms, input_rotation_group
 
 KINDS = ("hadamard", "random-hadamard")
 
 __all__ = ["FAMILIES", "KINDS", "Rotations", "attach_online_rotations", "compress_rotated", "declared_transforms",
-           "hadamard", "rotate_folder", "rotation", "transform_config"]
+           "hadamard", "rotate_folder", "rotate_linear_inputs", "rotation",
+           "transform_config"]
 
 
 def transform_config(rot: Rotations) -> dict:
@@ -60,14 +63,18 @@ def compress_rotated(compress: Callable[..., dict], src: str | os.PathLike, dst:
     check_input_folder(src)
     refuse_compressed(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    inputs_only = online and read_json(src / CONFIG_NAME).get("model_type") not in FAMILIES
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.rotated-") as tmp:
         rotated = Path(tmp) / "model"
-        rot = rotate_folder(src, rotated, kind, rotation_seed, online)
+        if inputs_only:  # BERT and other norms a folded rotation cannot pass
+            transforms = rotate_linear_inputs(src, rotated)
+        else:
+            transforms = transform_config(rotate_folder(src, rotated, kind, rotation_seed, online))
         summary = compress(rotated, dst, **kwargs)
     out = read_json(dst / CONFIG_NAME)
     out.pop("transform_config", None)  # the dense rotated folder's; the checkpoint's goes below
-    out["quantization_config"]["transform_config"] = transform_config(rot)
+    out["quantization_config"]["transform_config"] = transforms
     write_config(dst, out)
-    summary["rotate"] = kind
-    summary["online_rotation"] = bool(rot.down_block)
+    summary["rotate"] = "hadamard (online inputs)" if inputs_only else kind
+    summary["online_rotation"] = online
     return summary

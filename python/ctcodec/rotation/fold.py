@@ -52,7 +52,8 @@ def rotations_for(config: dict, kind: str, seed: int, online: bool = False) -> R
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise CodecError(f"rotations are folded into {', '.join(FAMILIES)} models (pre-norm RMSNorm decoders), "
-                         f"not {model_type!r}")
+                         f"not {model_type!r}; with online_rotation any model gets online input rotations "
+                         "on its Linear layers")
     hidden = config["hidden_size"]
     head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
     down_block = power_of_two_block(config["intermediate_size"]) if online else None

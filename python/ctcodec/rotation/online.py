@@ -27,12 +27,12 @@ def power_of_two_block(n: int) -> int:
     return n & -n
 
 
-def input_rotation_group(block: int, targets: list[str] = DOWN_TARGETS) -> dict:
+def input_rotation_group(block: int, targets: list[str] = DOWN_TARGETS, ignore: list[str] = ()) -> dict:
     """The transform_config group of an online input rotation in blocks of `block`."""
     return {"type": "hadamard", "head_dim": block, "randomize": False, "requires_grad": False,
             "precision": "torch.float64", "apply": [
-                {"targets": targets, "location": "input", "inverse": False, "ignore": []},
-                {"targets": targets, "location": "weight_input", "inverse": True, "ignore": []}]}
+                {"targets": list(targets), "location": "input", "inverse": False, "ignore": list(ignore)},
+                {"targets": list(targets), "location": "weight_input", "inverse": True, "ignore": list(ignore)}]}
 
 
 def _blocks(x: torch.Tensor, H: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""Online input rotations on every Linear layer, for models whose norms a residual-stream
+rotation cannot pass (BERT's post-norm LayerNorm subtracts the mean and sits after the
+residual add): each Linear's weight turns by a block Hadamard V on its input side, folded
+here, and its input by the same V at run time (`online.py`), QuIP's input-side rotation
+with a deterministic matrix. One transform group covers every layer, so its block is the
+largest power of two dividing every width (MiniLM: 384 and 1536, blocks of 128)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CodecError
+from ..model_folder import (CONFIG_NAME, INDEX_NAME, copy_other_files, read_json, shard_paths, write_config,
+                            write_json_atomic)
+from ..targets import is_target
+from .online import fold_into_weight, input_rotation_group, power_of_two_block
+
+TARGETS = ["Linear"]
+IGNORE = ["lm_head"]  # a tied head shares the embeddings' tensor, which must not turn
+
+
+def rotate_linear_inputs(src: str | os.PathLike, dst: str | os.PathLike, min_block: int = 16) -> dict:
+    """Writes `dst`, the model folder `src` with every Linear weight turned by V on its
+    input side, and the transform group its loaders must apply (also in dst's config.json
+    as `transform_config`). Returns that transform_config."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src, dst = Path(src), Path(dst)
+    shards = shard_paths(src)
+    widths = {}
+    for shard in shards:
+        with safe_open(shard, "pt") as f:
+            for name in f.keys():
+                shape = f.get_slice(name).get_shape()
+                module = name[: -len(".weight")]
+                if name.endswith(".weight") and is_target(module, shape, TARGETS, IGNORE) \
+                        and f.get_slice(name).get_dtype() in ("BF16", "F16", "F32"):
+                    widths[name] = shape[1]
+    if not widths:
+        raise CodecError(f"{src}: no Linear weight to rotate")
+    block = min(power_of_two_block(k) for k in widths.values())
+    if block < min_block:
+        raise CodecError(f"{src}: Linear widths {sorted(set(widths.values()))} share only blocks of {block}; "
+                         f"an online rotation needs at least {min_block}")
+    dst.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for shard in shards:
+        out = {}
+        with safe_open(shard, "pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                out[name] = fold_into_weight(t, block).to(t.dtype).contiguous() if name in widths else t
+            metadata = f.metadata()
+        save_file(out, dst / shard.name, metadata=metadata)
+        weight_map.update({n: shard.name for n in out})
+    if (src / INDEX_NAME).is_file():
+        index = read_json(src / INDEX_NAME)
+        index["weight_map"] = dict(sorted(weight_map.items()))
+        write_json_atomic(dst / INDEX_NAME, index)
+    from ..config_models import TransformConfig
+
+    transforms = TransformConfig.model_validate(
+        {"config_groups": {"V": input_rotation_group(block, TARGETS, IGNORE)}}).model_dump(mode="json")
+    config = read_json(src / CONFIG_NAME)
+    config["transform_config"] = transforms
+    write_config(dst, config, sort_keys=False)
+    copy_other_files(src, dst, shards)
+    return transforms
