@@ -9,6 +9,8 @@ import warnings
 
 import torch
 
+from . import ops  # noqa: F401  (registers torch.ops.ctcodec.*)
+from .ops import dequantize_kernel_layout
 from .unpack import dequantize_pack, dequantize_spqr
 
 PACK_PARTS = ("weight_packed", "weight_scale", "weight_zero_point", "weight_g_idx", "weight_shape")
@@ -30,7 +32,11 @@ def _kernels():
 
 
 class CompressedLinear(torch.nn.Module):
-    """y = x Wᵀ + b with W stored as `kind` ("pack" or "spqr") parts."""
+    """y = x Wᵀ + b with W stored as `kind` ("pack" or "spqr") parts. A pack-quantized
+    weight is multiplied by a torch custom op (`ops.py`, traced by torch.compile and
+    captured by CUDA graphs): `ctcodec::pack_linear` on the checkpoint's tensors, or, once
+    `prepare_kernels()` has repacked them at load time, `ctcodec::kernel_linear` (the
+    Triton kernels on CUDA)."""
 
     def __init__(self, in_features: int, out_features: int, kind: str, params: dict, bias: bool,
                  dtype: torch.dtype):
@@ -38,8 +44,13 @@ class CompressedLinear(torch.nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.kind, self.params, self.dtype = kind, dict(params), dtype
         self.bias = torch.nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
-        self._prepared = None  # the kernels' repacked form, built on the first CUDA call
+        self.kernel_group = 0  # > 0 once the weight is in the kernels' layout
+        self._prepared = None  # SpQR kernels' repacked form, built on the first CUDA call
         self._names: list[str] = []
+
+    @property
+    def kernel_layout(self) -> bool:
+        return self.kernel_group > 0
 
     def set_part(self, name: str, tensor: torch.Tensor) -> None:
         self.register_buffer(name, tensor)
@@ -50,37 +61,78 @@ class CompressedLinear(torch.nn.Module):
         return {n: getattr(self, n) for n in self._names}
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}={self.params}"
+        layout = ", kernel layout" if self.kernel_layout else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}={self.params}{layout}"
 
     def dequantize(self) -> torch.Tensor:
         p = self.parts()
         if self.kind == "spqr":
             return dequantize_spqr(p, self.params["bits"], self.params["beta1"], self.params["beta2"],
                                    self.params["qq_scale_bits"], self.params["qq_zero_bits"], self.dtype)
+        if self.kernel_layout:
+            return dequantize_kernel_layout(p["qweight"], p["scales"], p.get("zeros"), p.get("perm"),
+                                            self.params["num_bits"], self.kernel_group, self.out_features,
+                                            self.in_features)
         return dequantize_pack(p["weight_packed"], p["weight_scale"], self.params["num_bits"],
                                (self.out_features, self.in_features), p.get("weight_zero_point"),
                                p.get("weight_g_idx"), self.params.get("group_size"))
 
-    def _prepare(self, ck):
+    def prepare_kernels(self) -> bool:
+        """Repacks a pack-quantized weight, on the device it sits on, into the kernels'
+        layout, replacing the checkpoint's tensors (done once, at load time: nothing is
+        decided per call). False where that cannot be done (SpQR modules; ctcodec-kernels
+        not installed)."""
+        if self.kind != "pack" or self.kernel_layout:
+            return self.kernel_layout
+        try:
+            from ctcodec_kernels.repack import prepare
+        except ImportError:
+            warnings.warn('ctcodec-kernels is not installed: compressed layers dequantize before each matmul; '
+                          'pip install "ctcodec[gpu]" for the Triton kernels', stacklevel=2)
+            return False
         p = self.parts()
-        if self.kind == "spqr":
-            return ck.prepare_spqr(p, self.params)
-        return ck.prepare(p["weight_packed"], p["weight_scale"], self.params["num_bits"],
-                          self.params.get("group_size"), self.out_features, self.in_features,
-                          weight_zero_point=p.get("weight_zero_point"), weight_g_idx=p.get("weight_g_idx"))
+        w = prepare(p["weight_packed"], p["weight_scale"], self.params["num_bits"], self.params.get("group_size"),
+                    self.out_features, self.in_features, weight_zero_point=p.get("weight_zero_point"),
+                    weight_g_idx=p.get("weight_g_idx"))
+        for name in self._names:
+            del self._buffers[name]
+        self._names = []
+        for name, tensor in (("qweight", w.qweight), ("scales", w.scales), ("zeros", w.zeros), ("perm", w.perm)):
+            if tensor is not None:
+                self.set_part(name, tensor)
+        self.kernel_group = w.group
+        return True
+
+    def _prepare_spqr(self, ck):
+        return ck.prepare_spqr(self.parts(), self.params)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.parts()
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if self.kind == "pack":
+            n, k, bits = self.out_features, self.in_features, self.params["num_bits"]
+            if self.kernel_layout:
+                y = torch.ops.ctcodec.kernel_linear(x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"),
+                                                    bits, self.kernel_group, n, k)
+            else:
+                y = torch.ops.ctcodec.pack_linear(x, p["weight_packed"], p["weight_scale"],
+                                                  p.get("weight_zero_point"), p.get("weight_g_idx"), bits,
+                                                  self.params.get("group_size") or 0, n, k)
+            return y if bias is None else y + bias
         ck = _kernels() if x.is_cuda else None
         if ck is not None and x.dtype in (torch.float16, torch.bfloat16):
             if self._prepared is None:
-                self._prepared = self._prepare(ck)
+                self._prepared = self._prepare_spqr(ck)
             rows = x.numel() // max(x.shape[-1], 1)
-            if self.kind == "spqr" and rows > 16:
+            if rows > 16:
                 y = torch.nn.functional.linear(x, ck.dequantize_spqr(self._prepared, x.dtype))
-            elif self.kind == "spqr":
-                y = ck.spqr_matvec(x, self._prepared)
             else:
-                y = ck.quant_matmul(x, self._prepared)
-            return y if self.bias is None else y + self.bias.to(y.dtype)
-        return torch.nn.functional.linear(x, self.dequantize().to(x.dtype),
-                                          None if self.bias is None else self.bias.to(x.dtype))
+                y = ck.spqr_matvec(x, self._prepared)
+            return y if bias is None else y + bias
+        return torch.nn.functional.linear(x, self.dequantize().to(x.dtype), bias)
+
+
+def prepare_kernels(model: torch.nn.Module) -> int:
+    """Moves every pack-quantized CompressedLinear of `model` into the kernels' layout
+    (after the model is on its device); returns how many."""
+    return sum(m.prepare_kernels() for m in model.modules() if isinstance(m, CompressedLinear))

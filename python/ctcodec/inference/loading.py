@@ -20,7 +20,7 @@ from ..tensors import from_raw
 from .checks import check_pack, check_spqr
 from ..scheme_presets import WeightSpec
 from ..spqr_format import SpqrParams
-from .linear import PACK_PARTS, SPQR_PARTS, CompressedLinear
+from .linear import PACK_PARTS, SPQR_PARTS, CompressedLinear, prepare_kernels
 
 
 def _kernel_modules(schemes: dict[str, WeightSpec | SpqrParams]) -> dict[str, tuple[str, dict]]:
@@ -136,10 +136,16 @@ def model_class(config, causal: bool | None = None):
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               causal: bool | None = None):
+               causal: bool | None = None, kernel_layout: bool | None = None):
     """A transformers model built from `path`'s config.json with empty weights, its
     linear layers in kernel formats swapped for CompressedLinear and every other tensor
-    loaded from the checkpoint; moved to `device` (CUDA runs the Triton kernels)."""
+    loaded from the checkpoint; moved to `device` (CUDA runs the Triton kernels).
+
+    `kernel_layout` (default: on CUDA) repacks pack-quantized weights into the kernels'
+    layout once, here, so a call decides nothing: `torch.compile(model, fullgraph=True,
+    mode="reduce-overhead")` then traces each layer as one `ctcodec::kernel_linear` op
+    and captures a decode step in a CUDA graph (call the model once before capturing:
+    the first call per shape picks the kernel's tile sizes)."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
@@ -165,4 +171,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     if missing:
         raise CodecError(f"{path}: the checkpoint has no tensor for {missing[0]!r} ({len(missing)} missing)")
     model.eval()
-    return model.to(device) if device is not None else model
+    if device is not None:
+        model = model.to(device)
+    if kernel_layout if kernel_layout is not None else torch.device(device or "cpu").type == "cuda":
+        prepare_kernels(model)
+    return model

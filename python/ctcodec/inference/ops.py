@@ -1,0 +1,87 @@
+"""The compressed matmuls as torch custom ops (`torch.ops.ctcodec.*`), so that
+`torch.compile(fullgraph=True)` traces a model through its compressed layers without a
+graph break and CUDA graphs capture a whole step: each op has a schema, a fake (meta)
+implementation giving the output's shape, and real implementations per device.
+
+- `pack_linear`: x Wᵀ with W in compressed-tensors' pack-quantized layout, as stored.
+  Any device: decoded exactly as ctcodec decodes (`unpack.py`), multiplied in x's dtype.
+- `kernel_linear`: x Wᵀ with W in ctcodec-kernels' layout (`prepare`, done once at load
+  time). CUDA: the Triton kernels (GEMV / split-K / tiled by M). Elsewhere: the same
+  weight decoded in torch from that layout (equal to `pack_linear`'s bit for bit), so
+  the graph a CPU test compiles is the one a GPU runs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .unpack import dequantize_pack
+
+# The kernels' group size for per-channel weights (ctcodec_kernels.repack.CHANNEL_GROUP):
+# larger than any row, so every column is in group 0.
+_CHANNEL_GROUP = 1 << 30
+
+
+@torch.library.custom_op("ctcodec::pack_linear", mutates_args=())
+def pack_linear(x: torch.Tensor, weight_packed: torch.Tensor, weight_scale: torch.Tensor,
+                weight_zero_point: Optional[torch.Tensor], weight_g_idx: Optional[torch.Tensor],
+                num_bits: int, group_size: int, n: int, k: int) -> torch.Tensor:
+    """x Wᵀ for a pack-quantized W [n, k]; `group_size` 0 means per channel."""
+    w = dequantize_pack(weight_packed, weight_scale, num_bits, (n, k), weight_zero_point, weight_g_idx,
+                        group_size or None)
+    return torch.nn.functional.linear(x, w.to(x.dtype))
+
+
+@pack_linear.register_fake
+def _pack_linear_shape(x, weight_packed, weight_scale, weight_zero_point, weight_g_idx, num_bits, group_size, n, k):
+    return x.new_empty((*x.shape[:-1], n))
+
+
+def dequantize_kernel_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                             perm: torch.Tensor | None, num_bits: int, group: int, n: int,
+                             k: int) -> torch.Tensor:
+    """W [n, k] in the scales' dtype from the kernels' layout: word j of block b holds, at
+    bits i·num_bits, the code of kernel column b·32·(32/num_bits) + 32·i + j; kernel column
+    c has scale row c // group and takes x's column perm[c] (-1: padding)."""
+    per_word = 32 // num_bits
+    blocks = qweight.shape[1] // 32
+    shifts = (torch.arange(per_word, device=qweight.device) * num_bits).view(1, 1, per_word, 1)
+    words = qweight.to(torch.int64).view(n, blocks, 1, 32) & 0xFFFFFFFF
+    codes = ((words >> shifts) & ((1 << num_bits) - 1)).reshape(n, blocks * per_word * 32)
+    rows = torch.arange(codes.shape[1], device=qweight.device) // group
+    zero = zeros.to(torch.int64)[rows].t() if zeros is not None else 1 << (num_bits - 1)
+    w = ((codes - zero).float() * scales.float()[rows].t()).to(scales.dtype)
+    if perm is None:
+        return w[:, :k].contiguous()
+    dense = w.new_zeros(n, k)
+    real = perm >= 0
+    dense[:, perm[real].long()] = w[:, real]
+    return dense
+
+
+@torch.library.custom_op("ctcodec::kernel_linear", mutates_args=())
+def kernel_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
+                  perm: Optional[torch.Tensor], num_bits: int, group: int, n: int, k: int) -> torch.Tensor:
+    """x Wᵀ for W in the kernels' layout (off CUDA: decoded in torch, then multiplied)."""
+    w = dequantize_kernel_layout(qweight, scales, zeros, perm, num_bits, group, n, k)
+    return torch.nn.functional.linear(x, w.to(x.dtype))
+
+
+@kernel_linear.register_fake
+def _kernel_linear_shape(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@kernel_linear.register_kernel("cuda")
+def _kernel_linear_cuda(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+    from ctcodec_kernels import PreparedWeight, quant_matmul
+
+    if x.dtype not in (torch.float16, torch.bfloat16):  # the kernels take half precision
+        w = dequantize_kernel_layout(qweight, scales, zeros, perm, num_bits, group, n, k)
+        return torch.nn.functional.linear(x, w.to(x.dtype))
+    return quant_matmul(x, PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group))
+
+
+__all__ = ["dequantize_kernel_layout", "kernel_linear", "pack_linear"]

@@ -1,0 +1,65 @@
+"""torch.compile over a model loaded from a compressed checkpoint: every compressed layer
+is one custom op (`torch.ops.ctcodec.*`), so the whole forward is one graph (no break),
+with the layers dispatched as they are on CUDA (the kernels' layout, `kernel_linear`),
+and the compiled model computes the eager model's logits bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ctcodec
+from ctcodec.inference import load_model
+
+OPS = {"kernel": "ctcodec.kernel_linear", "pack": "ctcodec.pack_linear"}
+
+
+def _graphs(model, ids):
+    """The FX graphs dynamo hands a backend (aot_eager runs them: same aten ops as eager)."""
+    from torch._dynamo.backends.common import aot_autograd  # noqa: F401  (aot_eager's home)
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        from torch._dynamo.backends.debugging import aot_eager
+
+        return aot_eager(gm, example_inputs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    with torch.no_grad():
+        return compiled(ids).logits, graphs
+
+
+@pytest.mark.parametrize("layout", ["kernel", "pack"])
+def test_a_compressed_model_compiles_to_one_graph_of_custom_ops(tiny, tmp_path, layout):
+    out = tmp_path / "q"
+    ctcodec.compress_checkpoint(tiny, out, scheme="W4A16_ASYM", group_size=32, rotate="hadamard",
+                                online_rotation=True)  # R4's online hook traces too
+    model = load_model(out, dtype=torch.float32, kernel_layout=layout == "kernel")
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager = model(ids).logits
+    explained = torch._dynamo.explain(model)(ids)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    logits, graphs = _graphs(model, ids)
+    assert len(graphs) == 1
+    calls = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function" and "ctcodec." in str(n.target)]
+    assert len(calls) == 14 and all(OPS[layout] in c for c in calls), calls  # 2 layers × 7 Linear
+    assert torch.equal(logits, eager)
+
+
+def test_kernel_layout_replaces_the_checkpoint_tensors(tiny, tmp_path):
+    out = tmp_path / "q"
+    ctcodec.compress_checkpoint(tiny, out, scheme="W4A16", group_size=32)
+    plain = load_model(out, dtype=torch.float32)
+    prepared = load_model(out, dtype=torch.float32, kernel_layout=True)
+    q_plain = plain.model.layers[0].self_attn.q_proj
+    q_prepared = prepared.model.layers[0].self_attn.q_proj
+    assert set(q_plain.parts()) >= {"weight_packed", "weight_scale"} and not q_plain.kernel_layout
+    assert set(q_prepared.parts()) == {"qweight", "scales"} and q_prepared.kernel_layout
+    assert torch.equal(q_plain.dequantize(), q_prepared.dequantize())
+    ids = torch.randint(0, 1000, (1, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(plain(ids).logits, prepared(ids).logits)
