@@ -10,7 +10,7 @@ import warnings
 import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.ctcodec.*)
-from .ops import dequantize_kernel_layout
+from .ops import call_kernel_linear, call_pack_linear, dequantize_kernel_layout
 from .unpack import dequantize_pack, dequantize_spqr
 
 PACK_PARTS = ("weight_packed", "weight_scale", "weight_zero_point", "weight_g_idx", "weight_shape")
@@ -112,12 +112,11 @@ class CompressedLinear(torch.nn.Module):
         if self.kind == "pack":
             n, k, bits = self.out_features, self.in_features, self.params["num_bits"]
             if self.kernel_layout:
-                y = torch.ops.ctcodec.kernel_linear(x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"),
-                                                    bits, self.kernel_group, n, k)
+                y = call_kernel_linear(x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"), bits,
+                                       self.kernel_group, n, k)
             else:
-                y = torch.ops.ctcodec.pack_linear(x, p["weight_packed"], p["weight_scale"],
-                                                  p.get("weight_zero_point"), p.get("weight_g_idx"), bits,
-                                                  self.params.get("group_size") or 0, n, k)
+                y = call_pack_linear(x, p["weight_packed"], p["weight_scale"], p.get("weight_zero_point"),
+                                     p.get("weight_g_idx"), bits, self.params.get("group_size") or 0, n, k)
             return y if bias is None else y + bias
         ck = _kernels() if x.is_cuda else None
         if ck is not None and x.dtype in (torch.float16, torch.bfloat16):

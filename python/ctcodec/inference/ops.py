@@ -29,6 +29,11 @@ def pack_linear(x: torch.Tensor, weight_packed: torch.Tensor, weight_scale: torc
                 weight_zero_point: Optional[torch.Tensor], weight_g_idx: Optional[torch.Tensor],
                 num_bits: int, group_size: int, n: int, k: int) -> torch.Tensor:
     """x Wᵀ for a pack-quantized W [n, k]; `group_size` 0 means per channel."""
+    return _pack_linear_body(x, weight_packed, weight_scale, weight_zero_point, weight_g_idx, num_bits, group_size,
+                             n, k)
+
+
+def _pack_linear_body(x, weight_packed, weight_scale, weight_zero_point, weight_g_idx, num_bits, group_size, n, k):
     w = dequantize_pack(weight_packed, weight_scale, num_bits, (n, k), weight_zero_point, weight_g_idx,
                         group_size or None)
     return torch.nn.functional.linear(x, w.to(x.dtype))
@@ -61,12 +66,24 @@ def dequantize_kernel_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros:
     return dense
 
 
+def _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+    w = dequantize_kernel_layout(qweight, scales, zeros, perm, num_bits, group, n, k)
+    return torch.nn.functional.linear(x, w.to(x.dtype))
+
+
+def _kernel_linear_cuda(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+    if x.dtype not in (torch.float16, torch.bfloat16):  # the kernels take half precision
+        return _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n, k)
+    from ctcodec_kernels import PreparedWeight, quant_matmul
+
+    return quant_matmul(x, PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group))
+
+
 @torch.library.custom_op("ctcodec::kernel_linear", mutates_args=())
 def kernel_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
                   perm: Optional[torch.Tensor], num_bits: int, group: int, n: int, k: int) -> torch.Tensor:
     """x Wᵀ for W in the kernels' layout (off CUDA: decoded in torch, then multiplied)."""
-    w = dequantize_kernel_layout(qweight, scales, zeros, perm, num_bits, group, n, k)
-    return torch.nn.functional.linear(x, w.to(x.dtype))
+    return _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n, k)
 
 
 @kernel_linear.register_fake
@@ -74,14 +91,25 @@ def _kernel_linear_shape(x, qweight, scales, zeros, perm, num_bits, group, n, k)
     return x.new_empty((*x.shape[:-1], n))
 
 
-@kernel_linear.register_kernel("cuda")
-def _kernel_linear_cuda(x, qweight, scales, zeros, perm, num_bits, group, n, k):
-    from ctcodec_kernels import PreparedWeight, quant_matmul
-
-    if x.dtype not in (torch.float16, torch.bfloat16):  # the kernels take half precision
-        w = dequantize_kernel_layout(qweight, scales, zeros, perm, num_bits, group, n, k)
-        return torch.nn.functional.linear(x, w.to(x.dtype))
-    return quant_matmul(x, PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group))
+kernel_linear.register_kernel("cuda")(_kernel_linear_cuda)
 
 
-__all__ = ["dequantize_kernel_layout", "kernel_linear", "pack_linear"]
+def call_kernel_linear(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+    """The op inside torch.compile (one opaque node, captured by CUDA graphs); in eager
+    mode its implementation called directly: the dispatcher's way through a Python custom
+    op costs more host time per call than the whole launch path (benches/python_overhead.py)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.ctcodec.kernel_linear.default(x, qweight, scales, zeros, perm, num_bits, group, n, k)
+    impl = _kernel_linear_cuda if x.is_cuda else _kernel_linear_reference
+    return impl(x, qweight, scales, zeros, perm, num_bits, group, n, k)
+
+
+def call_pack_linear(x, weight_packed, weight_scale, weight_zero_point, weight_g_idx, num_bits, group_size, n, k):
+    """`pack_linear` the same way: the op when compiling, its body in eager mode."""
+    args = (x, weight_packed, weight_scale, weight_zero_point, weight_g_idx, num_bits, group_size, n, k)
+    if torch.compiler.is_compiling():
+        return torch.ops.ctcodec.pack_linear.default(*args)
+    return _pack_linear_body(*args)
+
+
+__all__ = ["call_kernel_linear", "call_pack_linear", "dequantize_kernel_layout", "kernel_linear", "pack_linear"]
