@@ -38,6 +38,28 @@ def tokens_per_second(model, ids, steps: int = 32) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+def generate_tokens_per_second(model, ids, steps: int = 32, compile_mode: str | None = "reduce-overhead") -> float:
+    """Decode speed through `generate` with a static KV cache and the forward compiled
+    (fullgraph; "reduce-overhead" captures each step in a CUDA graph): transformers'
+    recipe for compiled decoding. Warm-up runs compile, pick kernel configs and capture."""
+    dev = next(model.parameters()).device
+    model.generation_config.cache_implementation = "static"
+    if compile_mode is not None:
+        model.forward = torch.compile(model.forward, mode=compile_mode, fullgraph=True)
+    kw = dict(max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0)
+    ids = ids.to(dev)
+    with torch.no_grad():
+        for _ in range(3):
+            model.generate(ids, **kw)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model.generate(ids, **kw)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return steps / (time.perf_counter() - t0)
+
+
 def random_w4a16(config_path: str) -> str:
     """A model of the config's shape with random weights, compressed W4A16 g64 by ctcodec."""
     import tempfile
@@ -62,6 +84,8 @@ def main() -> None:
     p.add_argument("--random-from-config", default=None,
                    help="also build a random bf16 model from this config.json and check it as W4A16 g64")
     p.add_argument("--json", default=None)
+    p.add_argument("--compile", action="store_true",
+                   help="also time decoding compiled with CUDA graphs (static cache, fullgraph, reduce-overhead)")
     args = p.parse_args()
     rows = []
     folders = list(args.folders)
@@ -89,6 +113,10 @@ def main() -> None:
                "max_abs_diff_gpu_dense_vs_cpu": (a - c).abs().max().item(), "logit_scale": scale,
                "argmax_agree": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
                "tokens_per_s_kernels": tokens_per_second(gpu, ids), "tokens_per_s_dense": tokens_per_second(dense, ids)}
+        if args.compile:
+            graphs = ctcodec.load_model(folder, device="cuda")  # kernel layout, prepared at load
+            row["tokens_per_s_kernels_graphs"] = generate_tokens_per_second(graphs, ids)
+            row["tokens_per_s_dense_graphs"] = generate_tokens_per_second(dense, ids)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -18,5 +18,5 @@ echo "== benchmarks"; SECONDS=0
 timeout "${BENCH_S:-300}" python3 benches/bench_kernels.py --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -90
 echo "bench: ${SECONDS}s"
 echo "== end to end"; SECONDS=0
-timeout "${E2E_S:-80}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
+timeout "${E2E_S:-150}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --compile --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
 echo "e2e: ${SECONDS}s"
