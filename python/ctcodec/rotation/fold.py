@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from ..errors import CodecError
-from ..model_folder import (CONFIG_NAME, INDEX_NAME, copy_other_files, read_json, shard_paths, write_config,
-                            write_json_atomic)
+from ..model_folder import CONFIG_NAME, read_json, shard_paths
 from .hadamard import rotation
 from .online import fold_into_weight, power_of_two_block
+from .rewrite import rewrite_folder
 
 # Decoder families whose layers are pre-norm RMSNorm (weight · x / rms(x)) around
 # attention and a gated MLP, with these module names.
@@ -125,7 +125,6 @@ def rotate_folder(src: str | os.PathLike, dst: str | os.PathLike, kind: str = "r
     weight side) folded into its weights: the same function, up to rounding to the
     model's dtype, once R4's input side runs online. Returns the rotations."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     src, dst = Path(src), Path(dst)
     config = read_json(src / CONFIG_NAME)
@@ -148,28 +147,18 @@ def rotate_folder(src: str | os.PathLike, dst: str | os.PathLike, kind: str = "r
     if final_norm is None or embed is None:
         raise CodecError(f"{src}: no final norm or embeddings found to fold the rotation into")
     folder = _Folder(rot, norms, final_norm)
-    dst.mkdir(parents=True, exist_ok=True)
-    weight_map = {}
-    for shard in shards:
-        out = {}
-        with safe_open(shard, "pt") as f:
-            for name in f.keys():
-                out[name] = folder.tensor(name, f.get_tensor(name)).contiguous()
-            if not has_head and shard == embed[0]:
-                out["lm_head.weight"] = folder.tensor("lm_head.weight", f.get_tensor(embed[1])).contiguous()
-            metadata = f.metadata()
-        save_file(out, dst / shard.name, metadata=metadata)
-        weight_map.update({n: shard.name for n in out})
-    if (src / INDEX_NAME).is_file():
-        index = read_json(src / INDEX_NAME)
-        index["weight_map"] = dict(sorted(weight_map.items()))
-        write_json_atomic(dst / INDEX_NAME, index)
+
+    def rotated(shard, f) -> dict[str, torch.Tensor]:
+        out = {name: folder.tensor(name, f.get_tensor(name)) for name in f.keys()}
+        if not has_head and shard == embed[0]:
+            out["lm_head.weight"] = folder.tensor("lm_head.weight", f.get_tensor(embed[1]))
+        return out
+
     config["tie_word_embeddings"] = False
     if rot.down_block:
         # The dense model now needs R4's input side at run time; ctcodec's loaders read it here.
         from . import transform_config
 
         config["transform_config"] = transform_config(rot)
-    write_config(dst, config, sort_keys=False)
-    copy_other_files(src, dst, shards)
+    rewrite_folder(src, dst, rotated, config)
     return rot

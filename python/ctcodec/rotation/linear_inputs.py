@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 from ..errors import CodecError
-from ..model_folder import (CONFIG_NAME, INDEX_NAME, copy_other_files, read_json, shard_paths, write_config,
-                            write_json_atomic)
+from ..model_folder import CONFIG_NAME, read_json, shard_paths
 from ..targets import is_target
 from .online import fold_into_weight, input_rotation_group, power_of_two_block
+from .rewrite import rewrite_folder
 
 TARGETS = ["Linear"]
 IGNORE = ["lm_head"]  # a tied head shares the embeddings' tensor, which must not turn
@@ -25,7 +25,6 @@ def rotate_linear_inputs(src: str | os.PathLike, dst: str | os.PathLike, min_blo
     input side, and the transform group its loaders must apply (also in dst's config.json
     as `transform_config`). Returns that transform_config."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     src, dst = Path(src), Path(dst)
     shards = shard_paths(src)
@@ -44,27 +43,19 @@ def rotate_linear_inputs(src: str | os.PathLike, dst: str | os.PathLike, min_blo
     if block < min_block:
         raise CodecError(f"{src}: Linear widths {sorted(set(widths.values()))} share only blocks of {block}; "
                          f"an online rotation needs at least {min_block}")
-    dst.mkdir(parents=True, exist_ok=True)
-    weight_map = {}
-    for shard in shards:
-        out = {}
-        with safe_open(shard, "pt") as f:
-            for name in f.keys():
-                t = f.get_tensor(name)
-                out[name] = fold_into_weight(t, block).to(t.dtype).contiguous() if name in widths else t
-            metadata = f.metadata()
-        save_file(out, dst / shard.name, metadata=metadata)
-        weight_map.update({n: shard.name for n in out})
-    if (src / INDEX_NAME).is_file():
-        index = read_json(src / INDEX_NAME)
-        index["weight_map"] = dict(sorted(weight_map.items()))
-        write_json_atomic(dst / INDEX_NAME, index)
     from ..config_models import TransformConfig
 
     transforms = TransformConfig.model_validate(
         {"config_groups": {"V": input_rotation_group(block, TARGETS, IGNORE)}}).model_dump(mode="json")
     config = read_json(src / CONFIG_NAME)
     config["transform_config"] = transforms
-    write_config(dst, config, sort_keys=False)
-    copy_other_files(src, dst, shards)
+
+    def rotated(_shard, f) -> dict:
+        out = {}
+        for name in f.keys():
+            t = f.get_tensor(name)
+            out[name] = fold_into_weight(t, block).to(t.dtype) if name in widths else t
+        return out
+
+    rewrite_folder(src, Path(dst), rotated, config)
     return transforms
