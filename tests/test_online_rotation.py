@@ -224,3 +224,25 @@ def test_bert_gets_online_input_rotations_that_compressed_tensors_applies_alike(
     assert (theirs - ours).abs().max().item() <= 0.02 * scale, (theirs - ours).abs().max()
     with pytest.raises(CodecError, match="with online_rotation any model"):
         ctcodec.compress_checkpoint(src, tmp_path / "no", scheme="W4A16", rotate="hadamard")
+
+
+def test_decompressing_keeps_the_online_half_where_our_loaders_read_it(cache_dir, tmp_path, capsys):
+    from ctcodec.cli import main
+    from ctcodec.evaluate import load_model
+
+    src = tiny_llama(cache_dir, dtype=torch.float32)
+    out = tmp_path / "q"
+    ctcodec.compress_checkpoint(src, out, scheme="W8A16", group_size=32, rotate="hadamard", online_rotation=True)
+    assert main(["decompress", str(out), str(tmp_path / "d"), "-q"]) == 0
+    assert "online transforms" in capsys.readouterr().err
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert "quantization_config" not in config and "R4" in config["transform_config"]["config_groups"]
+    ids = torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a = load_model(out)[0](ids).logits
+        b = load_model(tmp_path / "d")[0](ids).logits
+    assert torch.equal(a, b)
+    ctcodec.compress_checkpoint(src, tmp_path / "p", scheme="W8A16", group_size=32)
+    plain = ctcodec.decompress_checkpoint(tmp_path / "p", tmp_path / "pd")
+    assert plain["online_transforms"] is False
+    assert "transform_config" not in json.loads((tmp_path / "pd" / "config.json").read_text())

@@ -177,6 +177,10 @@ def compress_checkpoint(
                 "sparsity_config": _sparsity_config(fmt, summary["global_sparsity"], ignore, structure, targets),
                 "transform_config": {},
             }
+        # A dense folder's online transforms (a decompressed rotated checkpoint) go back
+        # where compressed-tensors' loaders look for them.
+        if config.get("transform_config"):
+            config["quantization_config"]["transform_config"] = config.pop("transform_config")
         # Written through the same typed models the reader checks with.
         config["quantization_config"] = serialise_quantization_config(
             config["quantization_config"], dst / CONFIG_NAME)
@@ -238,7 +242,10 @@ def decompress_checkpoint(
     overwrite: bool = False,
 ) -> dict:
     """Writes the dense form of a compressed model folder; config.json loses its
-    `quantization_config`, the index is rewritten, other files are copied."""
+    `quantization_config`, the index is rewritten, other files are copied. Online
+    transforms (`--online-rotation`) stay in config.json as `transform_config`: the dense
+    model computes its function only through a loader that applies them (ctcodec's;
+    summary["online_transforms"] says so)."""
     src, dst = Path(src_dir), Path(dst_dir)
     check_input_folder(src)
     fmt = declared_format(src)
@@ -256,13 +263,23 @@ def decompress_checkpoint(
         resumed = list(out.resumed)
         write_index(src, dst, shards)
         config_path = src / CONFIG_NAME
+        transforms = None
         if config_path.is_file():
             config = read_json(config_path)
-            config.pop("quantization_config", None)
+            transforms = (config.pop("quantization_config", None) or {}).get("transform_config")
+            if _has_online_transforms(transforms):
+                # Online rotations are part of the model's function and live in no weight:
+                # kept where ctcodec's loaders read them (transformers alone ignores them).
+                config["transform_config"] = transforms
             write_config(dst, config)
         copied = copy_other_files(src, dst, shards)
     return {"tensors": count, "format": fmt or "detected", "copied": copied, "resumed_shards": resumed,
-            "shards": len(jobs)}
+            "shards": len(jobs), "online_transforms": _has_online_transforms(transforms)}
+
+
+def _has_online_transforms(transforms: dict | None) -> bool:
+    return any(a.get("location") not in ("weight_input", "weight_output")
+               for g in ((transforms or {}).get("config_groups") or {}).values() for a in g.get("apply", []))
 
 
 def _compress_one_shard(job) -> list:

@@ -123,6 +123,10 @@ def _cmd_decompress(args) -> int:
         print(f"{args.model_dir}: holds nothing compressed; copying it as asked (--copy)")
     summary = decompress_checkpoint(args.model_dir, args.out_dir, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {summary['tensors']} dense tensors to {args.out_dir} in {time.perf_counter() - t0:.2f} s")
+    if summary["online_transforms"]:
+        print("note: this model has online transforms (kept in config.json as transform_config): it computes its "
+              "function only where they are applied (ctcodec eval, ctcodec.evaluate.load_model), not in plain "
+              "transformers", file=sys.stderr)
     _print_resumed(summary)
     return 0
 

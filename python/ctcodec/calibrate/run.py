@@ -281,6 +281,8 @@ def compress_calibrated(
                         "sparsity_structure": f"{prune_m - prune_n}:{prune_m}" if prune_n else "unstructured",
                         "targets": targets}
                     summary["pruned_fraction"] = counts["pruned"] / counts["params"]
+            if config.get("transform_config"):  # online transforms of the source, as in compress_checkpoint
+                config["quantization_config"]["transform_config"] = config.pop("transform_config")
             # Written through the same typed models the reader checks with.
             config["quantization_config"] = serialise_quantization_config(
                 config["quantization_config"], dst / CONFIG_NAME)
