@@ -68,7 +68,7 @@ def compress_checkpoint(
     the residual stream and the attention values are rotated first, folded into the
     weights (see `ctcodec.rotation`), and recorded as the config's transform_config.
     `online_rotation` adds R4, an online Hadamard on down_proj's input (for loaders that
-    apply compressed-tensors' online transforms: vLLM, `ctcodec.inference.load_model`).
+    apply compressed-tensors' online transforms: its `apply_transform_config`, ctcodec's loaders).
     """
     if online_rotation and rotate is None:
         raise CodecError("online_rotation goes with rotate (hadamard or random-hadamard)")

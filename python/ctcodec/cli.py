@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "transform_config): easier to quantize, the same function; needs torch")
     c.add_argument("--online-rotation", action="store_true",
                    help="with --rotate, also turn down_proj's input by a Hadamard at run time (SpinQuant R4, an "
-                        "online transform: vLLM and ctcodec's loaders apply it, transformers 4.57 does not)")
+                        "online transform: compressed-tensors' apply_transform_config and ctcodec's loaders "
+                        "apply it, transformers 4.57 does not)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.add_argument("-v", "--verbose", action="store_true", help="list every weight left dense, with the reason")
     cal = c.add_argument_group("calibrated compression (needs torch and transformers)")

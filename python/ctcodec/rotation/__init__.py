@@ -7,8 +7,8 @@ loaders fold at save time and never apply again), so compressed-tensors, transfo
 and vLLM load it like any other.
 
 With `online=True` SpinQuant's R4 is added: down_proj's input turns by a block Hadamard
-at run time (`online.py`), an `input` transform that vLLM and ctcodec's loaders apply
-and transformers 4.57 does not. Models outside the Llama family (BERT) get online input
+at run time (`online.py`), an `input` transform that compressed-tensors' `apply_transform_config` and
+ctcodec's loaders apply and transformers 4.57 does not. Models outside the Llama family (BERT) get online input
 rotations on every Linear layer instead (`linear_inputs.py`)."""
 
 from __future__ import annotations

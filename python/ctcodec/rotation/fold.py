@@ -11,7 +11,7 @@ are what gets quantized.
   v_proj's output rows head by head, and o_proj's matching input columns.
 - R4 (with `online=True`) turns down_proj's input by a block Hadamard V: W V is folded
   here, x V is left to the loader (`online.py`), so the checkpoint needs one that applies
-  compressed-tensors' online transforms (vLLM, `ctcodec.inference.load_model`).
+  compressed-tensors' online transforms (its `apply_transform_config`, ctcodec's loaders).
 
 Row-vector convention (y = x Wᵀ): a reader's weight becomes W Q, a writer's Qᵀ W.
 A tied lm_head is untied (it gets the final norm's scale, the embeddings do not).
