@@ -11,7 +11,7 @@ from .writing import save_compressed
 
 def __getattr__(name):
     # torch-dependent parts load on first use, so the codec imports without torch.
-    if name in ("load_model", "replace_modules", "CompressedLinear"):
+    if name in ("load_model", "replace_modules", "prepare_kernels", "CompressedLinear"):
         from .extras import require
 
         require("torch", f"ctcodec.{name}")
@@ -30,6 +30,7 @@ __all__ = [
     "decompress_file",
     "inspect_checkpoint",
     "load_model",
+    "prepare_kernels",
     "replace_modules",
     "load_compressed",
     "save_compressed",
