@@ -63,3 +63,24 @@ def test_kernel_layout_replaces_the_checkpoint_tensors(tiny, tmp_path):
     ids = torch.randint(0, 1000, (1, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(plain(ids).logits, prepared(ids).logits)
+
+
+def test_a_spqr_model_compiles_to_one_graph_of_spqr_ops(tiny, tmp_path):
+    from ctcodec.calibrate import compress_calibrated
+    from ctcodec.spqr_format import SpqrParams
+
+    from tiny_models import calib_file
+
+    out = tmp_path / "s"
+    compress_calibrated(tiny, out, algorithm="spqr", spqr_params=SpqrParams(bits=3, beta1=16, beta2=16),
+                        calib=calib_file(tmp_path), nsamples=4, seqlen=32)
+    model = load_model(out, dtype=torch.float32, kernel_layout=True)  # SpQR off CUDA: nothing to prepare
+    ids = torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        eager = model(ids).logits
+    explained = torch._dynamo.explain(model)(ids)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    logits, graphs = _graphs(model, ids)
+    calls = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function" and "ctcodec." in str(n.target)]
+    assert len(calls) == 14 and all("ctcodec.spqr_linear" in c for c in calls), calls
+    assert torch.equal(logits, eager)

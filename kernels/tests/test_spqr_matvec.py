@@ -417,3 +417,47 @@ if __name__ == "__main__":
         print(json.dumps({"error": "TRITON_INTERPRET is set: interpreted kernels cannot be compiled"}))
         sys.exit(2)
     sys.exit(hopper_main(everything="--all" in sys.argv))
+
+
+def _op_args(params: SpqrParams, out: dict, device: str, x: torch.Tensor) -> tuple:
+    from ctcodec.inference.ops import SPQR_ARGS
+
+    t = stored(params, out, device)
+    return (x, [t.get(name) for name in SPQR_ARGS], params.bits, params.beta1, params.beta2, params.qq_scale_bits,
+            params.qq_zero_bits, DTYPES[params.dtype])
+
+
+@pytest.mark.parametrize("i", [0, 1, 4])
+def test_spqr_op_opcheck_and_exact_decode(i):
+    """ctcodec::spqr_linear: schema, fake and CPU implementations (opcheck); the CPU one
+    multiplies by ctcodec's exact decode."""
+    params, out = _case(i)
+    x = torch.randn(2, 3, CASES[i][8], generator=torch.Generator().manual_seed(i)).to(torch.float32)
+    args = _op_args(params, out, "cpu", x)
+    torch.library.opcheck(torch.ops.ctcodec.spqr_linear.default, args)
+    from ctcodec.inference.unpack import dequantize_spqr
+
+    named = stored(params, out)
+    w = dequantize_spqr(named, params.bits, params.beta1, params.beta2, params.qq_scale_bits, params.qq_zero_bits,
+                        DTYPES[params.dtype])
+    assert torch.equal(torch.ops.ctcodec.spqr_linear(*args), torch.nn.functional.linear(x, w.float()))
+
+
+@pytest.mark.parametrize("i,rows", [(0, 1), (1, 4), (4, 20)])
+def test_spqr_op_cuda_implementation_uses_the_prepared_kernels(device, i, rows):
+    """The function registered for the CUDA key, once the weight is prepared (as
+    load_model does), runs the SpQR kernels (through the interpreter here); 20 rows take the
+    dense-weight path."""
+    from ctcodec.inference.ops import _spqr_linear_cuda, prepare_spqr_kernels
+
+    params, out = _case(i)
+    x = (torch.randn(rows, CASES[i][8], generator=torch.Generator().manual_seed(5)) * 0.5).to(torch.float16)
+    args = _op_args(params, out, device, x.to(device))
+    prepared = prepare_spqr_kernels(args[1], *args[2:7])  # kept alive here, as a module keeps it
+    y = _spqr_linear_cuda(*args)
+    assert y.shape == (rows, CASES[i][7]) and y.dtype == torch.float16
+    if rows <= 16:
+        assert_close(y, x, params, out)
+    else:
+        assert same_bits(y, torch.nn.functional.linear(x.to(device), ck.dequantize_spqr(prepared, torch.float16)))
+    del prepared

@@ -10,7 +10,8 @@ import warnings
 import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.ctcodec.*)
-from .ops import call_kernel_linear, call_pack_linear, dequantize_kernel_layout
+from .ops import (SPQR_ARGS, call_kernel_linear, call_pack_linear, call_spqr_linear, dequantize_kernel_layout,
+                  prepare_spqr_kernels)
 from .unpack import dequantize_pack, dequantize_spqr
 
 PACK_PARTS = ("weight_packed", "weight_scale", "weight_zero_point", "weight_g_idx", "weight_shape")
@@ -45,7 +46,7 @@ class CompressedLinear(torch.nn.Module):
         self.kind, self.params, self.dtype = kind, dict(params), dtype
         self.bias = torch.nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
         self.kernel_group = 0  # > 0 once the weight is in the kernels' layout
-        self._prepared = None  # SpQR kernels' repacked form, built on the first CUDA call
+        self._prepared = None  # SpQR kernels' repacked form (prepare_kernels, on CUDA)
         self._names: list[str] = []
 
     @property
@@ -79,11 +80,16 @@ class CompressedLinear(torch.nn.Module):
 
     def prepare_kernels(self) -> bool:
         """Repacks a pack-quantized weight, on the device it sits on, into the kernels'
-        layout, replacing the checkpoint's tensors (done once, at load time: nothing is
-        decided per call). False where that cannot be done (SpQR modules; ctcodec-kernels
-        not installed)."""
-        if self.kind != "pack" or self.kernel_layout:
-            return self.kernel_layout
+        layout, replacing the checkpoint's tensors; a SpQR weight on CUDA gets the kernels'
+        form beside its tensors. Done once, at load time: nothing is decided per call.
+        False where that cannot be done (ctcodec-kernels not installed; SpQR off CUDA)."""
+        if self.kind == "spqr":
+            if self._prepared is None and self.weight_codes.is_cuda and _kernels() is not None:
+                tensors, *params = self._spqr_args()
+                self._prepared = prepare_spqr_kernels(tensors, *params[:-1])
+            return self._prepared is not None
+        if self.kernel_layout:
+            return True
         try:
             from ctcodec_kernels.repack import prepare
         except ImportError:
@@ -103,8 +109,10 @@ class CompressedLinear(torch.nn.Module):
         self.kernel_group = w.group
         return True
 
-    def _prepare_spqr(self, ck):
-        return ck.prepare_spqr(self.parts(), self.params)
+    def _spqr_args(self) -> tuple:
+        p, q = self.parts(), self.params
+        return ([p.get(name) for name in SPQR_ARGS], q["bits"], q["beta1"], q["beta2"], q["qq_scale_bits"],
+                q["qq_zero_bits"], self.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.parts()
@@ -118,20 +126,12 @@ class CompressedLinear(torch.nn.Module):
                 y = call_pack_linear(x, p["weight_packed"], p["weight_scale"], p.get("weight_zero_point"),
                                      p.get("weight_g_idx"), bits, self.params.get("group_size") or 0, n, k)
             return y if bias is None else y + bias
-        ck = _kernels() if x.is_cuda else None
-        if ck is not None and x.dtype in (torch.float16, torch.bfloat16):
-            if self._prepared is None:
-                self._prepared = self._prepare_spqr(ck)
-            rows = x.numel() // max(x.shape[-1], 1)
-            if rows > 16:
-                y = torch.nn.functional.linear(x, ck.dequantize_spqr(self._prepared, x.dtype))
-            else:
-                y = ck.spqr_matvec(x, self._prepared)
-            return y if bias is None else y + bias
-        return torch.nn.functional.linear(x, self.dequantize().to(x.dtype), bias)
+        y = call_spqr_linear(x, *self._spqr_args())
+        return y if bias is None else y + bias
 
 
 def prepare_kernels(model: torch.nn.Module) -> int:
-    """Moves every pack-quantized CompressedLinear of `model` into the kernels' layout
-    (after the model is on its device); returns how many."""
+    """Readies every CompressedLinear of `model` for the kernels, once, after the model is
+    on its device: pack-quantized weights move into the kernels' layout (any device),
+    SpQR weights on CUDA get the kernels' repacked form. Returns how many."""
     return sum(m.prepare_kernels() for m in model.modules() if isinstance(m, CompressedLinear))

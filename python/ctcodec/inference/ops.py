@@ -9,15 +9,21 @@ implementation giving the output's shape, and real implementations per device.
   time). CUDA: the Triton kernels (GEMV / split-K / tiled by M). Elsewhere: the same
   weight decoded in torch from that layout (equal to `pack_linear`'s bit for bit), so
   the graph a CPU test compiles is the one a GPU runs.
+- `spqr_linear`: x Wᵀ with W a SpQR weight's stored parts. Any device: ctcodec's exact
+  decode. CUDA: the SpQR kernels, with the repacked form made at load time.
+
+In eager mode layers call the implementations directly (`call_*`): the dispatcher's way
+through a Python custom op costs more host time than the launch path.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
 
-from .unpack import dequantize_pack
+from .unpack import dequantize_pack, dequantize_spqr
 
 # The kernels' group size for per-channel weights (ctcodec_kernels.repack.CHANNEL_GROUP):
 # larger than any row, so every column is in group 0.
@@ -112,4 +118,74 @@ def call_pack_linear(x, weight_packed, weight_scale, weight_zero_point, weight_g
     return _pack_linear_body(*args)
 
 
-__all__ = ["call_kernel_linear", "call_pack_linear", "dequantize_kernel_layout", "kernel_linear", "pack_linear"]
+
+
+# SpQR: the op takes the stored parts (one outlier layout's pair present, the other None).
+SPQR_ARGS = ("weight_codes", "weight_stats", "weight_second_order", "weight_perm", "weight_shape",
+             "weight_outlier_row_offsets", "weight_outlier_col_vals", "weight_outlier_tile_offsets",
+             "weight_outlier_tile_col_vals")
+
+
+def _spqr_parts(tensors) -> dict[str, torch.Tensor]:
+    return {name: t for name, t in zip(SPQR_ARGS, tensors) if t is not None}
+
+
+def _spqr_linear_reference(x, tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype):
+    w = dequantize_spqr(_spqr_parts(tensors), bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype)
+    return torch.nn.functional.linear(x, w.to(x.dtype))
+
+
+# The kernels' repacked form of each SpQR weight on a GPU, made once (`prepare_spqr_kernels`,
+# at load time) and found by the address of its codes: a host-side lookup, no device work.
+# Weak values: the module owns the prepared form; when it goes, so does the entry.
+_PREPARED_SPQR: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+
+
+def prepare_spqr_kernels(tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits):
+    """The kernels' form of one SpQR weight, registered for the op's CUDA implementation;
+    the caller keeps the returned object alive."""
+    from ctcodec_kernels import prepare_spqr
+
+    prepared = prepare_spqr(_spqr_parts(tensors), {"bits": bits, "beta1": beta1, "beta2": beta2,
+                                                    "qq_scale_bits": qq_scale_bits, "qq_zero_bits": qq_zero_bits})
+    _PREPARED_SPQR[tensors[0].data_ptr()] = prepared
+    return prepared
+
+
+def _spqr_linear_cuda(x, tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype):
+    prepared = _PREPARED_SPQR.get(tensors[0].data_ptr())
+    if prepared is None or x.dtype not in (torch.float16, torch.bfloat16):
+        return _spqr_linear_reference(x, tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype)
+    import ctcodec_kernels as ck
+
+    if x.numel() // max(x.shape[-1], 1) > 16:  # many rows: one dense weight beats re-reading tiles
+        return torch.nn.functional.linear(x, ck.dequantize_spqr(prepared, x.dtype))
+    return ck.spqr_matvec(x, prepared)
+
+
+@torch.library.custom_op("ctcodec::spqr_linear", mutates_args=())
+def spqr_linear(x: torch.Tensor, tensors: list[Optional[torch.Tensor]], bits: int, beta1: int, beta2: int,
+                qq_scale_bits: int, qq_zero_bits: int, dtype: torch.dtype) -> torch.Tensor:
+    """x Wᵀ for a SpQR weight given as its stored parts (in SPQR_ARGS order), decoded in
+    `dtype` exactly as ctcodec decodes; on CUDA, the SpQR kernels once prepared."""
+    return _spqr_linear_reference(x, tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype)
+
+
+@spqr_linear.register_fake
+def _spqr_linear_shape(x, tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype):
+    return x.new_empty((*x.shape[:-1], tensors[0].shape[0]))  # codes: one row per output
+
+
+spqr_linear.register_kernel("cuda")(_spqr_linear_cuda)
+
+
+def call_spqr_linear(x, tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype):
+    """`spqr_linear` as the other ops: the op when compiling, its body in eager mode."""
+    args = (x, tensors, bits, beta1, beta2, qq_scale_bits, qq_zero_bits, dtype)
+    if torch.compiler.is_compiling():
+        return torch.ops.ctcodec.spqr_linear.default(*args)
+    return (_spqr_linear_cuda if x.is_cuda else _spqr_linear_reference)(*args)
+
+
+__all__ = ["call_kernel_linear", "call_pack_linear", "call_spqr_linear", "dequantize_kernel_layout", "kernel_linear",
+           "pack_linear", "prepare_spqr_kernels", "spqr_linear"]
