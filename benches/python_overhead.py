@@ -8,8 +8,8 @@ the two launch functions of ctcodec_kernels.matmul are replaced by no-ops.
 
 - before: the forward of CompressedLinear up to commit 71ba920 (lazy repack check, path
   and shape checks, then quant_matmul), copied here as it was;
-- eager: today's forward (load-time repack; in eager mode the op's CUDA implementation
-  is called directly), with CPU tensors routed to that implementation here;
+- eager: today's forward (load-time repack; in eager mode the launch path is called
+  directly with a PreparedWeight made once), with CPU tensors routed to it here;
 - through the dispatcher: torch.ops.ctcodec.kernel_linear.default called as an op (its
   CUDA implementation registered for the CPU key here), what eager mode would pay
   without the direct call;
@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import ctcodec_kernels as ck  # noqa: E402
 import ctcodec_kernels.matmul as matmul  # noqa: E402
 from ctcodec.inference.linear import CompressedLinear  # noqa: E402
+import ctcodec.inference.linear as linear  # noqa: E402
 import ctcodec.inference.ops as ops  # noqa: E402
 from ctcodec.inference.ops import _kernel_linear_cuda  # noqa: E402
 from ctcodec_kernels.word_packing import pack_rows  # noqa: E402
@@ -92,6 +93,8 @@ def main() -> None:
     matmul._launch_dot = lambda *a, **kw: None
     torch.library.register_kernel("ctcodec::kernel_linear", "cpu", _kernel_linear_cuda)
     ops._kernel_linear_reference = _kernel_linear_cuda  # CPU tensors take the CUDA code path
+    linear._kernels = lambda: ck  # and CompressedLinear's eager GPU path
+    linear._on_kernels = lambda x: True
 
     before = _module(args.n, args.k, args.group)
     after = _module(args.n, args.k, args.group)

@@ -87,3 +87,33 @@ def test_the_ops_cuda_implementation_multiplies_by_the_decoded_weight(case, rows
     assert_matmul_close(y, x, exact)
     if device == "cuda":
         assert torch.equal(torch.ops.ctcodec.kernel_linear(*args), y)
+
+
+def test_compressed_linear_eager_gpu_path_calls_the_kernels_with_its_own_buffers(monkeypatch, device):
+    """CompressedLinear's eager path on a GPU (forced here: the interpreter on the CPU)
+    gives the op's CUDA implementation's bits, builds its PreparedWeight once, and
+    rebuilds it when `.to()` replaces the buffers."""
+    import ctcodec.inference.linear as linear
+    from ctcodec.inference import CompressedLinear
+
+    w = random_weight(4, 4, 24, 256, 64, asym=True)
+    mod = CompressedLinear(w.k, w.n, "pack", {"num_bits": 4, "symmetric": False, "group_size": 64}, True,
+                           torch.bfloat16)
+    for name, t in w.tensors().items():
+        mod.set_part(name, t.to(device))
+    mod.bias = torch.nn.Parameter(torch.randn(w.n).to(torch.bfloat16).to(device), requires_grad=False)
+    assert mod.prepare_kernels()
+    monkeypatch.setattr(linear, "_kernels", lambda: ck)
+    monkeypatch.setattr(linear, "_on_kernels", lambda x: True)
+    x = torch.randn(2, w.k, generator=torch.Generator().manual_seed(6)).to(torch.float16).to(device)
+    y = mod(x)
+    p = mod.parts()
+    args = (x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"), 4, mod.kernel_group, w.n, w.k)
+    assert torch.equal(y, _kernel_linear_cuda(*args) + mod.bias.to(torch.float16))
+    first = mod._kernel_weight
+    mod(x)
+    assert mod._kernel_weight is first  # made once
+    mod.to(torch.float16)  # new scale and bias tensors
+    y16 = mod(x)
+    assert mod._kernel_weight is not first and mod._kernel_weight.scales is mod.scales
+    assert y16.dtype == torch.float16

@@ -32,6 +32,11 @@ def _kernels():
     return ctcodec_kernels if ctcodec_kernels.available() else None
 
 
+def _on_kernels(x: torch.Tensor) -> bool:
+    """Whether x goes to the Triton kernels: half precision on a GPU that has them."""
+    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _kernels() is not None
+
+
 class CompressedLinear(torch.nn.Module):
     """y = x Wᵀ + b with W stored as `kind` ("pack" or "spqr") parts. A pack-quantized
     weight is multiplied by a torch custom op (`ops.py`, traced by torch.compile and
@@ -46,6 +51,7 @@ class CompressedLinear(torch.nn.Module):
         self.kind, self.params, self.dtype = kind, dict(params), dtype
         self.bias = torch.nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
         self.kernel_group = 0  # > 0 once the weight is in the kernels' layout
+        self._kernel_weight = None  # its PreparedWeight view, for eager calls
         self._prepared = None  # SpQR kernels' repacked form (prepare_kernels, on CUDA)
         self._names: list[str] = []
 
@@ -107,6 +113,7 @@ class CompressedLinear(torch.nn.Module):
             if tensor is not None:
                 self.set_part(name, tensor)
         self.kernel_group = w.group
+        self._kernel_weight = None
         return True
 
     def _spqr_args(self) -> tuple:
@@ -114,7 +121,22 @@ class CompressedLinear(torch.nn.Module):
         return ([p.get(name) for name in SPQR_ARGS], q["bits"], q["beta1"], q["beta2"], q["qq_scale_bits"],
                 q["qq_zero_bits"], self.dtype)
 
+    def _eager_kernel_weight(self):
+        """The kernels' PreparedWeight over this module's buffers, made once (again only
+        if `.to()` replaced the buffers): the eager path then builds nothing per call."""
+        w, b = self._kernel_weight, self._buffers
+        if w is None or w.qweight is not b["qweight"] or w.scales is not b["scales"]:
+            w = _kernels().PreparedWeight(b["qweight"], b["scales"], b.get("zeros"), b.get("perm"),
+                                          self.params["num_bits"], self.out_features, self.in_features,
+                                          self.kernel_group)
+            self._kernel_weight = w
+        return w
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_group and _on_kernels(x) and not torch.compiler.is_compiling():
+            # Eager on the GPU: straight to the launch path (no dispatcher, no per-call objects).
+            y = _kernels().quant_matmul(x, self._eager_kernel_weight())
+            return y if self.bias is None else y + self.bias.to(y.dtype)
         p = self.parts()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.kind == "pack":
