@@ -60,6 +60,24 @@ def registers(compiled) -> int:
     return int(m.group(1)) if m else -1
 
 
+def main_loop(sass_text: str) -> str:
+    """The SASS of the longest loop (a backward branch to a label)."""
+    lines = sass_text.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"(\.L_x_\d+):", line))}
+    best = ""
+    for i, line in enumerate(lines):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+        if m and labels.get(m.group(1), i) < i:
+            body = "\n".join(lines[labels[m.group(1)]:i + 1])
+            best = max(best, body, key=len)
+    return best
+
+
+def instruction_count(sass_text: str) -> int:
+    """Instructions in a SASS listing (nvdisasm prefixes each with its /*address*/)."""
+    return sum(1 for line in sass_text.splitlines() if line.strip().startswith("/*"))
+
+
 _QUANT = dict(x_ptr="*fp16", qw_ptr="*i32", s_ptr="*bf16", z_ptr="*u8", perm_ptr="*i32")
 _INTS = {n: "i32" for n in ("N", "K", "NBLK", "stride_qn", "M", "BLK_PER_SPLIT", "stride_xm", "stride_om",
                             "stride_os", "MN", "SPLITS", "stride_on", "COLS", "ROW_BYTES", "ROW_NNZ")}
@@ -80,10 +98,14 @@ def cases():
     gemv = [(4, False, False, c) for c in GEMV.configs]
     gemv += [(4, True, True, GEMV.configs[0]), (8, True, False, GEMV.configs[0])]
     for bits, zp, perm, c in gemv:
+        # Weights one iteration of the main loop covers per thread: BLOCK_N rows x UNROLL
+        # blocks of 32 words x 32/bits codes, over the program's threads.
+        per_thread = c.block_n * c.unroll * 32 * (32 // bits) // (32 * c.num_warps)
         out.append((f"gemv b{bits} zp={zp} perm={perm} {c.block_n}x{c.unroll} w{c.num_warps}", gemv_kernel,
                     {**_QUANT, **_INTS, "y_ptr": "*fp16"},
                     dict(BITS=bits, GROUP=128, RUN=4, HAS_ZP=zp, HAS_PERM=perm, BLOCK_N=c.block_n,
-                         UNROLL=c.unroll, INTERPRET=False), c.num_warps, c.num_stages))
+                         UNROLL=c.unroll, INTERPRET=False, _weights_per_thread=per_thread),
+                    c.num_warps, c.num_stages))
     dots = [("splitk", 4, "*fp16", True, c) for c in SPLIT_K.configs]
     dots += [("tiled", 8, "*bf16", False, c) for c in TILED.configs]
     dots += [("splitk", 8, "*bf16", True, SPLIT_K.configs[0]), ("tiled", 4, "*fp16", False, TILED.configs[0])]
@@ -112,6 +134,7 @@ def main() -> int:
         return 2
     for name, kernel, types, constexprs, warps, stages in cases():
         row = {"name": name}
+        per_thread = constexprs.pop("_weights_per_thread", 0)
         try:
             c = compile_kernel(kernel, types, constexprs, aligned=_ALIGNED, num_warps=warps, num_stages=stages)
         except (TypeError, ImportError) as e:  # another triton's explicit-target API
@@ -123,6 +146,10 @@ def main() -> int:
             row.update(cubin_bytes=len(c.asm["cubin"]), registers=registers(c),
                        wgmma="wgmma" in c.asm["ptx"], mma_sync="mma.sync" in c.asm["ptx"],
                        ldg128="LDG.E.128" in text, i2f="I2F" in text, local="STL" in text)
+            if per_thread:
+                loop = instruction_count(main_loop(text))
+                row.update(loop_instructions=loop, weights_per_thread=per_thread,
+                           instructions_per_weight=round(loop / per_thread, 3))
         print(json.dumps(row), flush=True)
     return 0
 

@@ -327,21 +327,6 @@ _TYPES = dict(xk_ptr="*fp32", xs_ptr="*fp32", x_ptr="*fp16", codes_ptr="*i32", s
 _THREE_BIT = dict(BITS=3, W=3, P=10, E=2, RUN=16, QS=3, QZ=3, BETA1=16)
 
 
-def _main_loop(sass_text: str) -> str:
-    """The SASS of the longest loop (a backward branch to a label)."""
-    import re
-
-    lines = sass_text.splitlines()
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"(\.L_x_\d+):", line))}
-    best = ""
-    for i, line in enumerate(lines):
-        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
-        if m and labels.get(m.group(1), i) < i:
-            body = "\n".join(lines[labels[m.group(1)]:i + 1])
-            best = max(best, body, key=len)
-    return best
-
-
 def _hopper_cases(everything: bool):
     cases = [("gather_x", S.gather_x_kernel, dict(BITS=3, W=3, P=10, E=2, RUN=16, BLOCK_U=64), 2, 1),
              ("dequant", S.spqr_dequant_kernel, dict(**_THREE_BIT, BLOCK_M=16, BLOCK_U=64, INTERPRET=False), 4, 1)]
@@ -361,7 +346,7 @@ def hopper_main(everything: bool) -> int:
     """Compiles the cases for sm_90 and prints one JSON line each (run in a subprocess)."""
     import inspect
 
-    from hopper import compile_kernel, registers, sass
+    from hopper import compile_kernel, instruction_count, main_loop, registers, sass
 
     for name, kernel, consts, warps, stages in _hopper_cases(everything):
         row = {"name": name, "weights_per_thread": consts.pop("_weights_per_thread", 0)}
@@ -376,10 +361,10 @@ def hopper_main(everything: bool) -> int:
             row["error"] = f"{type(e).__name__}: {e}"[:2000]
         else:
             text = sass(c)
-            loop = _main_loop(text)
+            loop = main_loop(text)
             row.update(registers=registers(c), ldg128="LDG.E.128" in text, i2f="I2F" in loop, local="STL" in text,
                        loop_shared=any(op in loop for op in ("BAR.SYNC", "STS", "LDS")),
-                       loop_instructions=sum(1 for line in loop.splitlines() if line.strip().startswith("/*")))
+                       loop_instructions=instruction_count(loop))
         print(json.dumps(row), flush=True)
     return 0
 
