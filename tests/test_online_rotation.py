@@ -246,3 +246,38 @@ def test_decompressing_keeps_the_online_half_where_our_loaders_read_it(cache_dir
     plain = ctcodec.decompress_checkpoint(tmp_path / "p", tmp_path / "pd")
     assert plain["online_transforms"] is False
     assert "transform_config" not in json.loads((tmp_path / "pd" / "config.json").read_text())
+
+
+def test_input_rotations_leave_a_tied_head_alone_and_target_exactly_what_turned(cache_dir, tmp_path):
+    """A masked-LM BERT's decoder is a Linear tied to the word embeddings: it must neither
+    turn nor be hooked. The group names exactly the layers that turned."""
+    from transformers import AutoConfig, AutoTokenizer, BertForMaskedLM
+
+    from ctcodec.evaluate import load_model
+    from ctcodec.rotation import rotate_linear_inputs
+
+    base = tiny_bert(cache_dir)
+    config = AutoConfig.from_pretrained(base)
+    config.architectures = ["BertForMaskedLM"]
+    torch.manual_seed(0)
+    src = tmp_path / "mlm"
+    BertForMaskedLM(config).save_pretrained(src)
+    AutoTokenizer.from_pretrained(base).save_pretrained(src)
+    transforms = rotate_linear_inputs(src, tmp_path / "rot")
+    targets = transforms["config_groups"]["V"]["apply"][0]["targets"]
+    assert len(targets) == 13 and not any("decoder" in t for t in targets)  # 2 × 6 + the head's transform (no pooler)
+    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        dense = load_model(src)[0](ids).logits
+        rotated_model = load_model(tmp_path / "rot")[0]
+        ours = rotated_model(ids).logits
+    assert sum(isinstance(h, InputRotation) for m in rotated_model.modules() for h in m._forward_pre_hooks.values()) == 13
+    assert torch.allclose(ours, dense, atol=1e-4 * dense.abs().max().item()), (ours - dense).abs().max()
+
+
+def test_an_already_rotated_folder_is_not_rotated_again(cache_dir, tmp_path):
+    src = tiny_llama(cache_dir, dtype=torch.float32)
+    rotate_folder(src, tmp_path / "r", "hadamard", online=True)
+    with pytest.raises(CodecError, match="already rotated"):
+        ctcodec.compress_checkpoint(tmp_path / "r", tmp_path / "q", scheme="W4A16", group_size=32, rotate="hadamard")
+    assert not (tmp_path / "q").exists()

@@ -132,7 +132,16 @@ class CompressedLinear(torch.nn.Module):
             self._kernel_weight = w
         return w
 
+    def _apply(self, fn, *args, **kwargs):
+        # Moved or cast: forms made for the old tensors must not outlive them.
+        self._kernel_weight = None
+        self._prepared = None
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling() and _on_kernels(x) and not self.kernel_layout and (
+                self.kind == "pack" or self._prepared is None):
+            self.prepare_kernels()  # moved to the GPU by hand: ready it on its first call there
         if self.kernel_group and _on_kernels(x) and not torch.compiler.is_compiling():
             # Eager on the GPU: straight to the launch path (no dispatcher, no per-call objects).
             y = _kernels().quant_matmul(x, self._eager_kernel_weight())

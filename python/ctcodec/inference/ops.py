@@ -78,7 +78,11 @@ def _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n
 
 
 def _kernel_linear_cuda(x, qweight, scales, zeros, perm, num_bits, group, n, k):
-    if x.dtype not in (torch.float16, torch.bfloat16):  # the kernels take half precision
+    import ctcodec_kernels
+
+    # The kernels take half precision, and need Triton (the layout itself is plain torch).
+    if x.dtype not in (torch.float16, torch.bfloat16) or not (ctcodec_kernels.available()
+                                                                or ctcodec_kernels.interpreting()):
         return _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n, k)
     from ctcodec_kernels import PreparedWeight, quant_matmul
 

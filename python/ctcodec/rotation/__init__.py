@@ -63,7 +63,11 @@ def compress_rotated(compress: Callable[..., dict], src: str | os.PathLike, dst:
     check_input_folder(src)
     refuse_compressed(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    inputs_only = online and read_json(src / CONFIG_NAME).get("model_type") not in FAMILIES
+    config = read_json(src / CONFIG_NAME)
+    if declared_transforms(config):
+        # Rotating again would drop (or, for R4, cancel) the transforms already there.
+        raise CodecError(f"{src}: the model is already rotated (its config.json has a transform_config)")
+    inputs_only = online and config.get("model_type") not in FAMILIES
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.rotated-") as tmp:
         rotated = Path(tmp) / "model"
         if inputs_only:  # BERT and other norms a folded rotation cannot pass

@@ -56,14 +56,15 @@ class InputRotation:
     carrying it travel to cluster workers)."""
 
     block: int
-    _H: torch.Tensor | None = field(default=None, repr=False)
+    _H: dict = field(default_factory=dict, repr=False)  # the matrix per device, made once
 
     def __call__(self, _module, args):
-        if self._H is None:
-            self._H = hadamard(self.block)
         x = args[0]
+        H = self._H.get(x.device)
+        if H is None:
+            H = self._H[x.device] = hadamard(self.block).to(x.device)
         scale = torch.tensor(self.block, dtype=torch.float64).sqrt()
-        turned = (_blocks(x.to(torch.float64), self._H.to(x.device)) / scale).to(x.dtype)
+        turned = (_blocks(x.to(torch.float64), H) / scale).to(x.dtype)
         return (turned, *args[1:])
 
 
