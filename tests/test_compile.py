@@ -32,13 +32,9 @@ def _graphs(model, ids):
         return compiled(ids).logits, graphs
 
 
-@pytest.mark.parametrize("layout", ["kernel", "pack"])
-def test_a_compressed_model_compiles_to_one_graph_of_custom_ops(tiny, tmp_path, layout):
-    out = tmp_path / "q"
-    ctcodec.compress_checkpoint(tiny, out, scheme="W4A16_ASYM", group_size=32, rotate="hadamard",
-                                online_rotation=True)  # R4's online hook traces too
-    model = load_model(out, dtype=torch.float32, kernel_layout=layout == "kernel")
-    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+def _assert_one_graph_of(model, ids, op: str) -> None:
+    """0 graph breaks, one graph whose 14 ctcodec ops (2 layers × 7 Linear) are all `op`,
+    and the compiled logits equal to eager's bit for bit."""
     with torch.no_grad():
         eager = model(ids).logits
     explained = torch._dynamo.explain(model)(ids)
@@ -46,8 +42,18 @@ def test_a_compressed_model_compiles_to_one_graph_of_custom_ops(tiny, tmp_path, 
     logits, graphs = _graphs(model, ids)
     assert len(graphs) == 1
     calls = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function" and "ctcodec." in str(n.target)]
-    assert len(calls) == 14 and all(OPS[layout] in c for c in calls), calls  # 2 layers × 7 Linear
+    assert len(calls) == 14 and all(op in c for c in calls), calls
     assert torch.equal(logits, eager)
+
+
+@pytest.mark.parametrize("layout", ["kernel", "pack"])
+def test_a_compressed_model_compiles_to_one_graph_of_custom_ops(tiny, tmp_path, layout):
+    out = tmp_path / "q"
+    ctcodec.compress_checkpoint(tiny, out, scheme="W4A16_ASYM", group_size=32, rotate="hadamard",
+                                online_rotation=True)  # R4's online hook traces too
+    model = load_model(out, dtype=torch.float32, kernel_layout=layout == "kernel")
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    _assert_one_graph_of(model, ids, OPS[layout])
 
 
 def test_kernel_layout_replaces_the_checkpoint_tensors(tiny, tmp_path):
@@ -76,11 +82,4 @@ def test_a_spqr_model_compiles_to_one_graph_of_spqr_ops(tiny, tmp_path):
                         calib=calib_file(tmp_path), nsamples=4, seqlen=32)
     model = load_model(out, dtype=torch.float32, kernel_layout=True)  # SpQR off CUDA: nothing to prepare
     ids = torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        eager = model(ids).logits
-    explained = torch._dynamo.explain(model)(ids)
-    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
-    logits, graphs = _graphs(model, ids)
-    calls = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function" and "ctcodec." in str(n.target)]
-    assert len(calls) == 14 and all("ctcodec.spqr_linear" in c for c in calls), calls
-    assert torch.equal(logits, eager)
+    _assert_one_graph_of(model, ids, "ctcodec.spqr_linear")

@@ -139,10 +139,10 @@ class CompressedLinear(torch.nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling() and _on_kernels(x) and not self.kernel_layout and (
-                self.kind == "pack" or self._prepared is None):
+        eager_gpu = not torch.compiler.is_compiling() and _on_kernels(x)
+        if eager_gpu and not self.kernel_layout and (self.kind == "pack" or self._prepared is None):
             self.prepare_kernels()  # moved to the GPU by hand: ready it on its first call there
-        if self.kernel_group and _on_kernels(x) and not torch.compiler.is_compiling():
+        if eager_gpu and self.kernel_group:
             # Eager on the GPU: straight to the launch path (no dispatcher, no per-call objects).
             y = _kernels().quant_matmul(x, self._eager_kernel_weight())
             return y if self.bias is None else y + self.bias.to(y.dtype)
