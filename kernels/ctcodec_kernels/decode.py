@@ -1,5 +1,5 @@
-"""The dense weight the tensor-core paths multiply by, materialized on the device: the same
-dequant_slice and the same single rounding as dot_kernel, so it equals ctcodec's decode
+"""The dense weight the tensor-core paths multiply by, materialized on the device: dot_kernel's
+fp32 dequant_slice and single rounding (its fp16 variant gives the same bits), so it equals ctcodec's decode
 (when the scale dtype is the output dtype) and is what tests compare the paths against."""
 
 from __future__ import annotations

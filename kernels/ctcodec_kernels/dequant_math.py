@@ -63,6 +63,19 @@ def dequant_slice(low, high, i: tl.constexpr, zero, scale, BITS: tl.constexpr):
 
 
 @triton.jit
+def decoded_fp16(words, i: tl.constexpr, zero16, scale16, BITS: tl.constexpr):
+    """The decoded weight of code i in fp16, computed with fp16 arithmetic (packed: two
+    weights per HADD2/HMUL2 on sm_90), for fp16 scales. `zero16` is 1024 + zp in fp16.
+    The code's bits under 0x6400 are the fp16 1024 + q (exact: the spacing in [1024, 2048)
+    is 1); minus 1024 + zp leaves q - zp exactly; times the scale is one correctly
+    rounded product. The exact product rounded once is also what the fp32 path gives
+    (dequant_slice then round_to), so both are ctcodec's decode, bit for bit."""
+    MASK: tl.constexpr = (1 << BITS) - 1
+    biased = ((words >> (i * BITS)) & MASK) | 0x6400
+    return (biased.to(tl.int16).to(tl.float16, bitcast=True) - zero16) * scale16
+
+
+@triton.jit
 def round_to(v, dtype: tl.constexpr, INTERPRET: tl.constexpr):
     """fp32 -> dtype, round to nearest even. The interpreter's own fp32 -> bf16 cast does
     not round to nearest even (triton 3.9), so there the rounding is done on the bits;

@@ -52,6 +52,12 @@ def split_count(tiles: int, blocks: int, sms: int) -> tuple[int, int]:
     return -(-blocks // per), per
 
 
+def half_dequant(x: torch.Tensor, w: PreparedWeight) -> bool:
+    """Whether the tensor-core paths dequantize in fp16: for fp16 x and fp16 scales, where
+    fp16 arithmetic gives the decoded weight bit for bit (dequant_math.decoded_fp16)."""
+    return x.dtype == torch.float16 and w.scales.dtype == torch.float16
+
+
 def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config) -> None:
     m = x2.shape[0]
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(w.n, cfg.block_n)
@@ -63,7 +69,7 @@ def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Confi
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
         m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
         BITS=w.num_bits, GROUP=w.group, RUN=w.run, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
+        HALF=half_dequant(x2, w), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
         INTERPRET=interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if splits > 1:

@@ -106,14 +106,24 @@ def cases():
                     dict(BITS=bits, GROUP=128, RUN=4, HAS_ZP=zp, HAS_PERM=perm, BLOCK_N=c.block_n,
                          UNROLL=c.unroll, INTERPRET=False, _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
+    # Tensor-core paths: fp16 x with fp16 scales dequantizes in fp16 (HALF); bf16 and the
+    # fp32 dequantization of fp16 are there too, so a run shows both.
     dots = [("splitk", 4, "*fp16", True, c) for c in SPLIT_K.configs]
     dots += [("tiled", 8, "*bf16", False, c) for c in TILED.configs]
-    dots += [("splitk", 8, "*bf16", True, SPLIT_K.configs[0]), ("tiled", 4, "*fp16", False, TILED.configs[0])]
-    for path, bits, xtype, partial, c in dots:
-        out.append((f"{path} b{bits} {xtype[1:]} {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}",
-                    dot_kernel, {**_QUANT, **_INTS, "x_ptr": xtype, "out_ptr": "*fp32" if partial else xtype},
-                    dict(BITS=bits, GROUP=64, RUN=2, HAS_ZP=True, HAS_PERM=False, BLOCK_M=c.block_m,
-                         BLOCK_N=c.block_n, GROUP_M=c.group_m, PARTIAL=partial, INTERPRET=False),
+    dots += [("splitk", 8, "*bf16", True, SPLIT_K.configs[0]), ("tiled", 4, "*fp16", False, TILED.configs[0]),
+             ("tiled", 8, "*fp16", False, TILED.configs[0])]
+    dots = [(*d, d[2] == "*fp16") for d in dots]
+    dots += [("splitk", 4, "*fp16", True, SPLIT_K.configs[0], False), ("tiled", 4, "*fp16", False, TILED.configs[0], False)]
+    for path, bits, xtype, partial, c, half in dots:
+        dequant = "fp16 dequant" if half else "fp32 dequant"
+        # Weights a thread dequantizes per iteration (one kernel block of every row of the tile).
+        per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
+        out.append((f"{path} b{bits} {xtype[1:]} {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages} {dequant}",
+                    dot_kernel, {**_QUANT, **_INTS, "x_ptr": xtype, "s_ptr": xtype if half else "*bf16",
+                                 "out_ptr": "*fp32" if partial else xtype},
+                    dict(BITS=bits, GROUP=64, RUN=2, HAS_ZP=True, HAS_PERM=False, HALF=half, BLOCK_M=c.block_m,
+                         BLOCK_N=c.block_n, GROUP_M=c.group_m, PARTIAL=partial, INTERPRET=False,
+                         _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
     out.append(("sum_splits", sum_splits_kernel, {**_INTS, "p_ptr": "*fp32", "y_ptr": "*bf16"},
                 dict(BLOCK=1024, INTERPRET=False), 4, 1))

@@ -53,3 +53,13 @@ def test_what_each_path_was_built_for(compiled):
             assert row["wgmma"], name
         elif name.startswith("splitk"):
             assert row["mma_sync"] or row["wgmma"], name
+
+
+def test_fp16_dequantization_costs_fewer_instructions(compiled):
+    # The same tensor-core kernel and config, dequantizing in fp16 (packed HADD2/HMUL2)
+    # against fp32 then a conversion: fewer instructions per weight in the main loop.
+    pairs = [(row, compiled[name.replace("fp16 dequant", "fp32 dequant")]) for name, row in compiled.items()
+             if name.endswith("fp16 dequant") and name.replace("fp16 dequant", "fp32 dequant") in compiled]
+    assert len(pairs) >= 2
+    for half, single in pairs:
+        assert half["instructions_per_weight"] < 0.95 * single["instructions_per_weight"], (half, single)

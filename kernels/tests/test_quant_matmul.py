@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from packing import QuantWeight, random_weight
-from reference import assert_matmul_close
+from reference import assert_matmul_close, same_bits
 
 import ctcodec_kernels as ck
 from ctcodec_kernels.matmul import choose_path, split_count
@@ -132,3 +132,26 @@ def test_bad_calls(device):
         ck.quant_matmul(torch.zeros(3, 64, dtype=torch.float16, device=device), w, path="gemv")
     with pytest.raises(ValueError, match="unknown path"):
         ck.quant_matmul(torch.zeros(3, 64, dtype=torch.float16, device=device), w, path="fast")
+
+
+@pytest.mark.parametrize("path", ["splitk", "tiled"])
+@pytest.mark.parametrize("bits,group,asym,act_order,scale_range", [
+    (4, 32, False, False, (0.01, 0.2)),
+    (4, 64, True, True, (0.01, 0.2)),
+    (8, None, True, False, (0.01, 0.2)),
+    (8, 96, False, "uneven", (1e-7, 4e-5)),  # fp16 subnormal scales and products
+    (4, 128, True, False, (100.0, 4000.0)),  # products near fp16 largest finite values (15 * 4000)
+])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tensor_core_paths_multiply_by_the_decoded_weight_bit_for_bit(device, path, bits, group, asym, act_order,
+                                                                      scale_range, dtype):
+    # x = the identity: each output is one product w * 1, so y is the weight a path
+    # multiplied by. It must be ctcodec's decode exactly, whether dequantized in fp16
+    # (fp16 x and scales) or in fp32 and rounded.
+    n, k = 24, 300
+    qw = random_weight(bits * 100 + n, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=dtype,
+                       scale_range=scale_range)
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    y = ck.quant_matmul(torch.eye(k, dtype=dtype, device=device), w, path=path)
+    assert same_bits(y.t().contiguous(), qw.decoded(dtype))
