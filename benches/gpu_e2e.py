@@ -43,9 +43,10 @@ def generate_tokens_per_second(model, ids, steps: int = 32, compile_mode: str | 
     (fullgraph; "reduce-overhead" captures each step in a CUDA graph): transformers'
     recipe for compiled decoding. Warm-up runs compile, pick kernel configs and capture."""
     dev = next(model.parameters()).device
-    model.generation_config.cache_implementation = "static"
     if compile_mode is not None:
-        model.forward = torch.compile(model.forward, mode=compile_mode, fullgraph=True)
+        ctcodec.compile_for_decoding(model, mode=compile_mode)
+    else:
+        model.generation_config.cache_implementation = "static"
     kw = dict(max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0)
     ids = ids.to(dev)
     with torch.no_grad():

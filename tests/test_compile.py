@@ -83,3 +83,31 @@ def test_a_spqr_model_compiles_to_one_graph_of_spqr_ops(tiny, tmp_path):
     model = load_model(out, dtype=torch.float32, kernel_layout=True)  # SpQR off CUDA: nothing to prepare
     ids = torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(2))
     _assert_one_graph_of(model, ids, "ctcodec.spqr_linear")
+
+
+def test_load_model_compile_decodes_as_eager_does(tiny, tmp_path):
+    # load_model(compile=True): static cache, forward compiled whole by inductor ("default"
+    # mode off CUDA). Greedy decoding gives eager's tokens; the forward stays one graph
+    # (fullgraph would raise on a break) with the ops inside.
+    out = tmp_path / "q"
+    ctcodec.compress_checkpoint(tiny, out, scheme="W4A16", group_size=32)
+    eager = load_model(out, dtype=torch.float32, kernel_layout=True)
+    torch._dynamo.reset()
+    compiled = load_model(out, dtype=torch.float32, kernel_layout=True, compile=True)
+    assert compiled.generation_config.cache_implementation == "static"
+    eager.generation_config.cache_implementation = "static"
+    ids = torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(2))
+    kw = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0, output_logits=True,
+              return_dict_in_generate=True)
+    with torch.no_grad():
+        want = eager.generate(ids, **kw)
+        from torch._dynamo.utils import counters
+
+        counters.clear()
+        got = compiled.generate(ids, **kw)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]  # it ran compiled
+    assert torch.equal(got.sequences, want.sequences)
+    for a, b in zip(got.logits, want.logits):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # inductor may sum in another order
+    with pytest.raises(ValueError, match="inductor"):
+        ctcodec.compile_for_decoding(eager, mode="reduce-overhead", backend="aot_eager")

@@ -11,7 +11,7 @@ from .writing import save_compressed
 
 def __getattr__(name):
     # torch-dependent parts load on first use, so the codec imports without torch.
-    if name in ("load_model", "replace_modules", "prepare_kernels", "CompressedLinear"):
+    if name in ("load_model", "replace_modules", "prepare_kernels", "compile_for_decoding", "CompressedLinear"):
         from .extras import require
 
         require("torch", f"ctcodec.{name}")
@@ -25,6 +25,7 @@ __all__ = [
     "CodecError",
     "MissingDependency",
     "__version__",
+    "compile_for_decoding",
     "compress_checkpoint",
     "decompress_checkpoint",
     "decompress_file",

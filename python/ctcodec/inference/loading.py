@@ -20,6 +20,7 @@ from ..tensors import from_raw
 from .checks import check_pack, check_spqr
 from ..scheme_presets import WeightSpec
 from ..spqr_format import SpqrParams
+from .compiled import compile_for_decoding
 from .linear import PACK_PARTS, SPQR_PARTS, CompressedLinear, prepare_kernels
 
 
@@ -136,7 +137,7 @@ def model_class(config, causal: bool | None = None):
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               causal: bool | None = None, kernel_layout: bool | None = None):
+               causal: bool | None = None, kernel_layout: bool | None = None, compile: bool = False):
     """A transformers model built from `path`'s config.json with empty weights, its
     linear layers in kernel formats swapped for CompressedLinear and every other tensor
     loaded from the checkpoint; moved to `device` (CUDA runs the Triton kernels).
@@ -145,7 +146,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     layout once, here, so a call decides nothing: `torch.compile(model, fullgraph=True,
     mode="reduce-overhead")` then traces each layer as one `ctcodec::kernel_linear` op
     and captures a decode step in a CUDA graph (call the model once before capturing:
-    the first call per shape picks the kernel's tile sizes)."""
+    the first call per shape picks the kernel's tile sizes). `compile=True` does that
+    for `generate`: compiled.compile_for_decoding (static cache, fullgraph; CUDA graphs
+    on CUDA)."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
@@ -175,4 +178,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         model = model.to(device)
     if kernel_layout if kernel_layout is not None else torch.device(device or "cpu").type == "cuda":
         prepare_kernels(model)
+    if compile:
+        compile_for_decoding(model)
     return model
