@@ -76,6 +76,19 @@ def decoded_fp16(words, i: tl.constexpr, zero16, scale16, BITS: tl.constexpr):
 
 
 @triton.jit
+def decoded_block_fp16(words, zero16, scale16, BITS: tl.constexpr):
+    """decoded_fp16 for every code of a block at once: words [32, N] -> [32 * PPW, N],
+    row i * 32 + j from code i of word j (the kernel layout's column order); `zero16` and
+    `scale16` are [PPW, N]. One tile for one tl.dot over the whole block."""
+    PPW: tl.constexpr = 32 // BITS
+    MASK: tl.constexpr = (1 << BITS) - 1
+    shifts = (tl.arange(0, PPW) * BITS)[:, None, None]
+    biased = ((words[None, :, :] >> shifts) & MASK) | 0x6400
+    w = (biased.to(tl.int16).to(tl.float16, bitcast=True) - zero16[:, None, :]) * scale16[:, None, :]
+    return tl.reshape(w, (PPW * 32, words.shape[1]))
+
+
+@triton.jit
 def round_to(v, dtype: tl.constexpr, INTERPRET: tl.constexpr):
     """fp32 -> dtype, round to nearest even. The interpreter's own fp32 -> bf16 cast does
     not round to nearest even (triton 3.9), so there the rounding is done on the bits;

@@ -13,7 +13,69 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .dequant_math import code_floats, decoded_fp16, dequant_slice, round_to, zero_codes
+from .dequant_math import code_floats, decoded_block_fp16, decoded_fp16, dequant_slice, round_to, zero_codes
+
+
+@triton.jit
+def _x_tile(x_rows, perm_ptr, col, m_ok, K, HAS_PERM: tl.constexpr):
+    """x at kernel columns `col` for the tile's rows (0 for padding columns)."""
+    if HAS_PERM:
+        src = tl.load(perm_ptr + col)
+        xs = tl.load(x_rows + src[None, :], mask=m_ok[:, None] & (src[None, :] >= 0), other=0.0)
+    else:
+        xs = tl.load(x_rows + col[None, :], mask=m_ok[:, None] & (col[None, :] < K), other=0.0)
+    return xs
+
+
+@triton.jit
+def _dot(xs, w, acc, INTERPRET: tl.constexpr):
+    if INTERPRET:  # interpreter: numpy has no bf16 matmul; fp32 of 16-bit values is exact
+        return tl.dot(xs.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(xs, w, acc)
+
+
+@triton.jit
+def _block_by_slices(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, m_ok, N, K,
+                     BITS: tl.constexpr, GROUP: tl.constexpr, RUN: tl.constexpr, HAS_ZP: tl.constexpr,
+                     HAS_PERM: tl.constexpr, HALF: tl.constexpr, BLOCK_N: tl.constexpr,
+                     INTERPRET: tl.constexpr):
+    """One kernel block as PPW dots of K = 32, one per code position."""
+    PPW: tl.constexpr = 32 // BITS
+    KB: tl.constexpr = 32 * PPW
+    rj = tl.arange(0, 32)
+    scale = tl.zeros([BLOCK_N], dtype=tl.float32)
+    zero = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if not HALF:
+        low, high = code_floats(words, BITS)
+    for i in tl.static_range(PPW):
+        if i % RUN == 0:  # a new group starts at this code position
+            g_off = ((blk * KB + i * 32) // GROUP) * N
+            scale = tl.load(s_ptr + g_off + rn, mask=n_ok, other=0.0).to(tl.float32)
+            zero = zero_codes(z_ptr + g_off + rn, n_ok, HAS_ZP, BITS)
+        xs = _x_tile(x_rows, perm_ptr, blk * KB + i * 32 + rj, m_ok, K, HAS_PERM)
+        if HALF:  # [32, BLOCK_N] fp16, the decoded weight
+            w = decoded_fp16(words, i, (zero + 1024).to(tl.float16)[None, :], scale.to(tl.float16)[None, :], BITS)
+        else:  # exact in fp32, rounded once: the decoded weight
+            w = round_to(dequant_slice(low, high, i, zero[None, :], scale[None, :], BITS), xs.dtype, INTERPRET)
+        acc = _dot(xs, w, acc, INTERPRET)
+    return acc
+
+
+@triton.jit
+def _whole_block_fp16(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, m_ok, N, K,
+                      BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr,
+                      INTERPRET: tl.constexpr):
+    """One kernel block as one dot of K = KB over its decoded_block_fp16 tile."""
+    PPW: tl.constexpr = 32 // BITS
+    KB: tl.constexpr = 32 * PPW
+    ri = tl.arange(0, PPW)
+    s_idx = (((blk * KB + ri * 32) // GROUP) * N)[:, None] + rn[None, :]  # [PPW, BLOCK_N]
+    s_ok = (ri[:, None] >= 0) & n_ok[None, :]
+    scale16 = tl.load(s_ptr + s_idx, mask=s_ok, other=0.0)
+    zero16 = (zero_codes(z_ptr + s_idx, s_ok, HAS_ZP, BITS) + 1024).to(tl.float16)
+    w = decoded_block_fp16(words, zero16, scale16, BITS)
+    xs = _x_tile(x_rows, perm_ptr, blk * KB + tl.arange(0, KB), m_ok, K, HAS_PERM)
+    return _dot(xs, w, acc, INTERPRET)
 
 
 @triton.jit
@@ -21,12 +83,14 @@ def dot_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, out_ptr,
     M, N, K, NBLK, BLK_PER_SPLIT, stride_xm, stride_qn, stride_om, stride_os,
     BITS: tl.constexpr, GROUP: tl.constexpr, RUN: tl.constexpr,
-    HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr, HALF: tl.constexpr,
+    HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr, HALF: tl.constexpr, WHOLE_BLOCK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
     PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     # HALF (fp16 x and fp16 scales): the weight is dequantized in fp16 (decoded_fp16),
-    # about 1.7 instructions per weight fewer than in fp32 (tests/hopper.py); same bits.
+    # about 0.6-0.8 instructions per weight fewer than in fp32 (tests/hopper.py); same bits.
+    # WHOLE_BLOCK (with HALF): a block's PPW slices are one [KB, BLOCK_N] tile and one
+    # tl.dot instead of PPW dots of K = 32 (fewer again on mma.sync; the split-K configs).
     PPW: tl.constexpr = 32 // BITS
     KB: tl.constexpr = 32 * PPW
     # Programs walk output tiles GROUP_M rows of tiles at a time, so tiles running
@@ -52,29 +116,12 @@ def dot_kernel(
     hi = tl.minimum(lo + BLK_PER_SPLIT, NBLK)
     for blk in range(lo, hi):
         words = tl.load(w_ptrs + blk * 32, mask=n_ok[None, :], other=0)
-        scale = tl.zeros([BLOCK_N], dtype=tl.float32)
-        zero = tl.zeros([BLOCK_N], dtype=tl.float32)
-        if not HALF:
-            low, high = code_floats(words, BITS)
-        for i in tl.static_range(PPW):
-            if i % RUN == 0:  # a new group starts at this code position
-                g_off = ((blk * KB + i * 32) // GROUP) * N
-                scale = tl.load(s_ptr + g_off + rn, mask=n_ok, other=0.0).to(tl.float32)
-                zero = zero_codes(z_ptr + g_off + rn, n_ok, HAS_ZP, BITS)
-            col = blk * KB + i * 32 + rj
-            if HAS_PERM:
-                src = tl.load(perm_ptr + col)
-                xs = tl.load(x_rows + src[None, :], mask=m_ok[:, None] & (src[None, :] >= 0), other=0.0)
-            else:
-                xs = tl.load(x_rows + col[None, :], mask=m_ok[:, None] & (col[None, :] < K), other=0.0)
-            if HALF:  # [32, BLOCK_N] fp16, the decoded weight
-                w = decoded_fp16(words, i, (zero + 1024).to(tl.float16)[None, :], scale.to(tl.float16)[None, :], BITS)
-            else:  # exact in fp32, rounded once: the decoded weight
-                w = round_to(dequant_slice(low, high, i, zero[None, :], scale[None, :], BITS), xs.dtype, INTERPRET)
-            if INTERPRET:  # interpreter: numpy has no bf16 matmul; fp32 of 16-bit values is exact
-                acc = tl.dot(xs.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(xs, w, acc)
+        if HALF and WHOLE_BLOCK:
+            acc = _whole_block_fp16(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, m_ok, N, K,
+                                    BITS, GROUP, HAS_ZP, HAS_PERM, INTERPRET)
+        else:
+            acc = _block_by_slices(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, m_ok, N, K,
+                                   BITS, GROUP, RUN, HAS_ZP, HAS_PERM, HALF, BLOCK_N, INTERPRET)
     out_ok = m_ok[:, None] & n_ok[None, :]
     if PARTIAL:
         out = out_ptr + tl.program_id(1) * stride_os + rm[:, None] * stride_om + rn[None, :]

@@ -21,6 +21,7 @@ class Config:
     unroll: int = 1  # GEMV: kernel blocks per loop iteration
     group_m: int = 8  # tensor-core paths: tile rows walked together (L2 reuse)
     split: bool = True  # tensor-core paths: split K when output tiles are fewer than SMs
+    whole_block: bool = False  # tensor-core paths, fp16 dequant: one dot per kernel block
 
 
 def _tuning_enabled() -> bool:
@@ -67,10 +68,12 @@ GEMV = Tuner("gemv", [
     Config(block_n=64, unroll=2, num_warps=8),
     Config(block_n=4, unroll=8, num_warps=2),
 ])
+# Split-K dequantizes a whole block for one mma.sync dot (fewer instructions per weight
+# on sm_90 than a dot per code position); the tiled path's wgmma tiles do better per slice.
 SPLIT_K = Tuner("split-k", [
-    Config(block_m=16, block_n=64, num_warps=4, num_stages=3),
-    Config(block_m=16, block_n=128, num_warps=4, num_stages=3),
-    Config(block_m=32, block_n=64, num_warps=4, num_stages=2),
+    Config(block_m=16, block_n=64, num_warps=4, num_stages=3, whole_block=True),
+    Config(block_m=16, block_n=128, num_warps=4, num_stages=3, whole_block=True),
+    Config(block_m=32, block_n=64, num_warps=4, num_stages=2, whole_block=True),
 ])
 TILED = Tuner("tiled", [
     Config(block_m=64, block_n=128, num_warps=4, num_stages=3),

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 HOPPER = ("cuda", 90, 32)
@@ -113,15 +114,18 @@ def cases():
     dots += [("splitk", 8, "*bf16", True, SPLIT_K.configs[0]), ("tiled", 4, "*fp16", False, TILED.configs[0]),
              ("tiled", 8, "*fp16", False, TILED.configs[0])]
     dots = [(*d, d[2] == "*fp16") for d in dots]
-    dots += [("splitk", 4, "*fp16", True, SPLIT_K.configs[0], False), ("tiled", 4, "*fp16", False, TILED.configs[0], False)]
+    dots += [("splitk", 4, "*fp16", True, SPLIT_K.configs[0], False), ("tiled", 4, "*fp16", False, TILED.configs[0], False),
+             ("splitk", 8, "*fp16", True, SPLIT_K.configs[0], True),
+             ("splitk", 4, "*fp16", True, replace(SPLIT_K.configs[0], whole_block=False), True)]
     for path, bits, xtype, partial, c, half in dots:
-        dequant = "fp16 dequant" if half else "fp32 dequant"
+        dequant = ("fp16 dequant" if half else "fp32 dequant") + (" whole block" if half and c.whole_block else "")
         # Weights a thread dequantizes per iteration (one kernel block of every row of the tile).
         per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
         out.append((f"{path} b{bits} {xtype[1:]} {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages} {dequant}",
                     dot_kernel, {**_QUANT, **_INTS, "x_ptr": xtype, "s_ptr": xtype if half else "*bf16",
                                  "out_ptr": "*fp32" if partial else xtype},
-                    dict(BITS=bits, GROUP=64, RUN=2, HAS_ZP=True, HAS_PERM=False, HALF=half, BLOCK_M=c.block_m,
+                    dict(BITS=bits, GROUP=64, RUN=2, HAS_ZP=True, HAS_PERM=False, HALF=half,
+                         WHOLE_BLOCK=c.whole_block, BLOCK_M=c.block_m,
                          BLOCK_N=c.block_n, GROUP_M=c.group_m, PARTIAL=partial, INTERPRET=False,
                          _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
