@@ -28,18 +28,20 @@ def _x_tile(x_rows, perm_ptr, col, m_ok, K, HAS_PERM: tl.constexpr):
 
 
 @triton.jit
-def _dot(xs, w, acc, INTERPRET: tl.constexpr):
+def _dot(a, b, acc, INTERPRET: tl.constexpr):
     if INTERPRET:  # interpreter: numpy has no bf16 matmul; fp32 of 16-bit values is exact
-        return tl.dot(xs.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-    return tl.dot(xs, w, acc)
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
 
 
 @triton.jit
 def _block_by_slices(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, m_ok, N, K,
                      BITS: tl.constexpr, GROUP: tl.constexpr, RUN: tl.constexpr, HAS_ZP: tl.constexpr,
-                     HAS_PERM: tl.constexpr, HALF: tl.constexpr, BLOCK_N: tl.constexpr,
+                     HAS_PERM: tl.constexpr, HALF: tl.constexpr, SWAP_AB: tl.constexpr, BLOCK_N: tl.constexpr,
                      INTERPRET: tl.constexpr):
-    """One kernel block as PPW dots of K = 32, one per code position."""
+    """One kernel block as PPW dots of K = 32, one per code position. SWAP_AB: `words` and
+    `acc` are [BLOCK_N, .], and acc += W x^T (the weight is wgmma's A operand, from
+    registers), else [32, BLOCK_N] words and acc += x W^T (the weight through shared memory)."""
     PPW: tl.constexpr = 32 // BITS
     KB: tl.constexpr = 32 * PPW
     rj = tl.arange(0, 32)
@@ -53,11 +55,20 @@ def _block_by_slices(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, 
             scale = tl.load(s_ptr + g_off + rn, mask=n_ok, other=0.0).to(tl.float32)
             zero = zero_codes(z_ptr + g_off + rn, n_ok, HAS_ZP, BITS)
         xs = _x_tile(x_rows, perm_ptr, blk * KB + i * 32 + rj, m_ok, K, HAS_PERM)
-        if HALF:  # [32, BLOCK_N] fp16, the decoded weight
-            w = decoded_fp16(words, i, (zero + 1024).to(tl.float16)[None, :], scale.to(tl.float16)[None, :], BITS)
+        if SWAP_AB:  # per-row statistics broadcast along the 32 columns
+            zero_b = zero[:, None]
+            scale_b = scale[:, None]
+        else:
+            zero_b = zero[None, :]
+            scale_b = scale[None, :]
+        if HALF:  # fp16, the decoded weight
+            w = decoded_fp16(words, i, (zero_b + 1024).to(tl.float16), scale_b.to(tl.float16), BITS)
         else:  # exact in fp32, rounded once: the decoded weight
-            w = round_to(dequant_slice(low, high, i, zero[None, :], scale[None, :], BITS), xs.dtype, INTERPRET)
-        acc = _dot(xs, w, acc, INTERPRET)
+            w = round_to(dequant_slice(low, high, i, zero_b, scale_b, BITS), xs.dtype, INTERPRET)
+        if SWAP_AB:
+            acc = _dot(w, tl.trans(xs), acc, INTERPRET)
+        else:
+            acc = _dot(xs, w, acc, INTERPRET)
     return acc
 
 
@@ -84,6 +95,7 @@ def dot_kernel(
     M, N, K, NBLK, BLK_PER_SPLIT, stride_xm, stride_qn, stride_om, stride_os,
     BITS: tl.constexpr, GROUP: tl.constexpr, RUN: tl.constexpr,
     HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr, HALF: tl.constexpr, WHOLE_BLOCK: tl.constexpr,
+    SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
     PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
 ):
@@ -91,6 +103,8 @@ def dot_kernel(
     # about 0.6-0.8 instructions per weight fewer than in fp32 (tests/hopper.py); same bits.
     # WHOLE_BLOCK (with HALF): a block's PPW slices are one [KB, BLOCK_N] tile and one
     # tl.dot instead of PPW dots of K = 32 (fewer again on mma.sync; the split-K configs).
+    # SWAP_AB (tiled configs): accumulates the transposed tile, W x^T, so the dequantized
+    # weight feeds wgmma from registers and never goes through shared memory.
     PPW: tl.constexpr = 32 // BITS
     KB: tl.constexpr = 32 * PPW
     # Programs walk output tiles GROUP_M rows of tiles at a time, so tiles running
@@ -110,25 +124,34 @@ def dot_kernel(
     m_ok = rm < M
     n_ok = rn < N
     x_rows = x_ptr + rm[:, None] * stride_xm
-    w_ptrs = qw_ptr + rn[None, :] * stride_qn + rj[:, None]  # [32, BLOCK_N]: 128 contiguous bytes per row
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if SWAP_AB:
+        w_ptrs = qw_ptr + rn[:, None] * stride_qn + rj[None, :]  # [BLOCK_N, 32]
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        w_ok = n_ok[:, None]
+    else:
+        w_ptrs = qw_ptr + rn[None, :] * stride_qn + rj[:, None]  # [32, BLOCK_N]: 128 contiguous bytes per row
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        w_ok = n_ok[None, :]
     lo = tl.program_id(1) * BLK_PER_SPLIT
     hi = tl.minimum(lo + BLK_PER_SPLIT, NBLK)
     for blk in range(lo, hi):
-        words = tl.load(w_ptrs + blk * 32, mask=n_ok[None, :], other=0)
-        if HALF and WHOLE_BLOCK:
+        words = tl.load(w_ptrs + blk * 32, mask=w_ok, other=0)
+        if HALF and WHOLE_BLOCK and not SWAP_AB:
             acc = _whole_block_fp16(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, m_ok, N, K,
                                     BITS, GROUP, HAS_ZP, HAS_PERM, INTERPRET)
         else:
             acc = _block_by_slices(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, m_ok, N, K,
-                                   BITS, GROUP, RUN, HAS_ZP, HAS_PERM, HALF, BLOCK_N, INTERPRET)
-    out_ok = m_ok[:, None] & n_ok[None, :]
-    if PARTIAL:
-        out = out_ptr + tl.program_id(1) * stride_os + rm[:, None] * stride_om + rn[None, :]
-        tl.store(out, acc, mask=out_ok)
+                                   BITS, GROUP, RUN, HAS_ZP, HAS_PERM, HALF, SWAP_AB, BLOCK_N, INTERPRET)
+    if SWAP_AB:
+        out_ok = n_ok[:, None] & m_ok[None, :]
+        at = rm[None, :] * stride_om + rn[:, None]
     else:
-        out = out_ptr + rm[:, None] * stride_om + rn[None, :]
-        tl.store(out, round_to(acc, out_ptr.dtype.element_ty, INTERPRET), mask=out_ok)
+        out_ok = m_ok[:, None] & n_ok[None, :]
+        at = rm[:, None] * stride_om + rn[None, :]
+    if PARTIAL:
+        tl.store(out_ptr + tl.program_id(1) * stride_os + at, acc, mask=out_ok)
+    else:
+        tl.store(out_ptr + at, round_to(acc, out_ptr.dtype.element_ty, INTERPRET), mask=out_ok)
 
 
 @triton.jit

@@ -22,6 +22,7 @@ class Config:
     group_m: int = 8  # tensor-core paths: tile rows walked together (L2 reuse)
     split: bool = True  # tensor-core paths: split K when output tiles are fewer than SMs
     whole_block: bool = False  # tensor-core paths, fp16 dequant: one dot per kernel block
+    swap_ab: bool = False  # tensor-core paths: W x^T, the weight as the MMA's A operand
 
 
 def _tuning_enabled() -> bool:
@@ -80,5 +81,9 @@ TILED = Tuner("tiled", [
     Config(block_m=128, block_n=128, num_warps=8, num_stages=2),  # 3 stages: 237 KB of shared memory
     Config(block_m=128, block_n=64, num_warps=4, num_stages=3),
     Config(block_m=64, block_n=64, num_warps=4, num_stages=4),
+    # The weight as wgmma's A operand from registers: no shared-memory round trip or
+    # barrier for it, only x goes through shared memory (compiled for sm_90, not timed).
+    Config(block_m=64, block_n=128, num_warps=4, num_stages=3, swap_ab=True),
+    Config(block_m=128, block_n=128, num_warps=8, num_stages=3, swap_ab=True),
 ])
 TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}

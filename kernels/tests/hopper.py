@@ -116,16 +116,18 @@ def cases():
     dots = [(*d, d[2] == "*fp16") for d in dots]
     dots += [("splitk", 4, "*fp16", True, SPLIT_K.configs[0], False), ("tiled", 4, "*fp16", False, TILED.configs[0], False),
              ("splitk", 8, "*fp16", True, SPLIT_K.configs[0], True),
-             ("splitk", 4, "*fp16", True, replace(SPLIT_K.configs[0], whole_block=False), True)]
+             ("splitk", 4, "*fp16", True, replace(SPLIT_K.configs[0], whole_block=False), True),
+             ("tiled", 4, "*fp16", False, replace(TILED.configs[0], swap_ab=True), True)]
     for path, bits, xtype, partial, c, half in dots:
         dequant = ("fp16 dequant" if half else "fp32 dequant") + (" whole block" if half and c.whole_block else "")
+        dequant += " swap-ab" if c.swap_ab else ""
         # Weights a thread dequantizes per iteration (one kernel block of every row of the tile).
         per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
         out.append((f"{path} b{bits} {xtype[1:]} {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages} {dequant}",
                     dot_kernel, {**_QUANT, **_INTS, "x_ptr": xtype, "s_ptr": xtype if half else "*bf16",
                                  "out_ptr": "*fp32" if partial else xtype},
                     dict(BITS=bits, GROUP=64, RUN=2, HAS_ZP=True, HAS_PERM=False, HALF=half,
-                         WHOLE_BLOCK=c.whole_block, BLOCK_M=c.block_m,
+                         WHOLE_BLOCK=c.whole_block, SWAP_AB=c.swap_ab, BLOCK_M=c.block_m,
                          BLOCK_N=c.block_n, GROUP_M=c.group_m, PARTIAL=partial, INTERPRET=False,
                          _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
@@ -161,9 +163,12 @@ def main() -> int:
                        wgmma="wgmma" in c.asm["ptx"], mma_sync="mma.sync" in c.asm["ptx"],
                        ldg128="LDG.E.128" in text, i2f="I2F" in text, local="STL" in text)
             if per_thread:
-                loop = instruction_count(main_loop(text))
+                body = main_loop(text)
+                loop = instruction_count(body)
                 row.update(loop_instructions=loop, weights_per_thread=per_thread,
-                           instructions_per_weight=round(loop / per_thread, 3))
+                           instructions_per_weight=round(loop / per_thread, 3),
+                           loop_shared_stores=len(re.findall(r"\bSTS\b|\bSTS\.", body)),
+                           loop_barriers=body.count("BAR.SYNC"))
         print(json.dumps(row), flush=True)
     return 0
 

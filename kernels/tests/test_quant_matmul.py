@@ -83,6 +83,8 @@ def test_gemv_configs(device, config):
     ("splitk", Config(block_m=16, block_n=64, num_warps=4, split=False)),  # direct store
     ("splitk", Config(block_m=32, block_n=32, num_warps=4)),
     ("tiled", Config(block_m=64, block_n=32, num_warps=4, split=False)),
+    ("tiled", Config(block_m=16, block_n=64, num_warps=4, swap_ab=True)),  # split, partials transposed back
+    ("tiled", Config(block_m=32, block_n=64, num_warps=4, split=False, swap_ab=True)),
 ])
 def test_dot_configs(device, path, config):
     qw = random_weight(6, 8, 70, 700, 32)
@@ -134,7 +136,10 @@ def test_bad_calls(device):
         ck.quant_matmul(torch.zeros(3, 64, dtype=torch.float16, device=device), w, path="fast")
 
 
-@pytest.mark.parametrize("path", ["splitk", "tiled"])
+SWAPPED = Config(block_m=32, block_n=64, num_warps=4, swap_ab=True)
+
+
+@pytest.mark.parametrize("path,config", [("splitk", None), ("tiled", None), ("tiled", SWAPPED)])
 @pytest.mark.parametrize("bits,group,asym,act_order,scale_range", [
     (4, 32, False, False, (0.01, 0.2)),
     (4, 64, True, True, (0.01, 0.2)),
@@ -143,8 +148,8 @@ def test_bad_calls(device):
     (4, 128, True, False, (100.0, 4000.0)),  # products near fp16 largest finite values (15 * 4000)
 ])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_tensor_core_paths_multiply_by_the_decoded_weight_bit_for_bit(device, path, bits, group, asym, act_order,
-                                                                      scale_range, dtype):
+def test_tensor_core_paths_multiply_by_the_decoded_weight_bit_for_bit(device, path, config, bits, group, asym,
+                                                                      act_order, scale_range, dtype):
     # x = the identity: each output is one product w * 1, so y is the weight a path
     # multiplied by. It must be ctcodec's decode exactly, whether dequantized in fp16
     # (fp16 x and scales) or in fp32 and rounded.
@@ -153,5 +158,5 @@ def test_tensor_core_paths_multiply_by_the_decoded_weight_bit_for_bit(device, pa
                        scale_range=scale_range)
     args, kw = qw.prepare_args(device)
     w = ck.prepare(*args, **kw)
-    y = ck.quant_matmul(torch.eye(k, dtype=dtype, device=device), w, path=path)
+    y = ck.quant_matmul(torch.eye(k, dtype=dtype, device=device), w, path=path, config=config)
     assert same_bits(y.t().contiguous(), qw.decoded(dtype))
