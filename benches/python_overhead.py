@@ -7,7 +7,8 @@ Runs on a CPU: Triton's interpreter mode lets the CUDA code path take CPU tensor
 the two launch functions of ctcodec_kernels.matmul are replaced by no-ops.
 
 - before: the forward of CompressedLinear up to commit 71ba920 (lazy repack check, path
-  and shape checks, then quant_matmul), copied here as it was;
+  and shape checks, then quant_matmul), copied here as it was (over today's quant_matmul;
+  to compare whole versions, run this file from a worktree of the older commit too);
 - eager: today's forward (load-time repack; in eager mode the launch path is called
   directly with a PreparedWeight made once), with CPU tensors routed to it here;
 - through the dispatcher: torch.ops.ctcodec.kernel_linear.default called as an op (its
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
@@ -68,6 +68,9 @@ def forward_before(mod: CompressedLinear, x: torch.Tensor) -> torch.Tensor:
 
 
 def per_call_us(fn, x, calls: int, repeats: int) -> float:
+    """The best of `repeats` runs of `calls` calls, per call: on a shared 2-core VM the
+    median moves by a third from run to run, the minimum by a few percent (timeit's
+    reasoning: interference only ever adds time)."""
     for _ in range(200):
         fn(x)
     runs = []
@@ -76,7 +79,7 @@ def per_call_us(fn, x, calls: int, repeats: int) -> float:
         for _ in range(calls):
             fn(x)
         runs.append((time.perf_counter() - t0) / calls * 1e6)
-    return statistics.median(runs)
+    return min(runs)
 
 
 def main() -> None:
@@ -84,8 +87,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2048)
     p.add_argument("--k", type=int, default=2048)
     p.add_argument("--group", type=int, default=128)
-    p.add_argument("--calls", type=int, default=5000)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=25)
     p.add_argument("--json", default=None)
     args = p.parse_args()
 

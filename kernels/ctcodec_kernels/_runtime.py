@@ -4,6 +4,7 @@ machines without a GPU, Triton or torch."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -38,14 +39,17 @@ def available() -> bool:
     return triton_available() and _cuda_ok() and not interpreting()
 
 
-def require_runtime(*tensors) -> None:
-    """Raises a clear error when a kernel is called where it cannot run."""
+def require_runtime(*tensors, interp: bool | None = None) -> None:
+    """Raises a clear error when a kernel is called where it cannot run. `interp`:
+    interpreting(), when the caller has it already."""
     if not triton_available():
         raise RuntimeError("ctcodec_kernels needs Triton: pip install 'ctcodec-kernels[gpu]'")
+    if interp is None:
+        interp = interpreting()
     for t in tensors:
         if t is None:
             continue
-        if interpreting():
+        if interp:
             if t.device.type != "cpu":
                 raise ValueError(f"under TRITON_INTERPRET=1 tensors must be on the CPU, got {t.device}")
         elif t.device.type != "cuda":
@@ -63,12 +67,17 @@ def sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def on_device(t):
-    """Context making t's GPU the current one (Triton launches on the current device)."""
-    import contextlib
+_NO_SWITCH = contextlib.nullcontext()
 
-    if interpreting() or t.device.type != "cuda":
-        return contextlib.nullcontext()
+
+def on_device(t, *, interp: bool | None = None):
+    """Context making t's GPU the current one (Triton launches on the current device);
+    nothing to do, and nothing made, when it already is."""
+    if t.device.type != "cuda" or (interpreting() if interp is None else interp):
+        return _NO_SWITCH
     import torch
 
+    index = t.device.index
+    if index is None or index == torch.cuda.current_device():
+        return _NO_SWITCH
     return torch.cuda.device(t.device)

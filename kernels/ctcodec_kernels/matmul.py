@@ -31,13 +31,13 @@ def _optional(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
     return dummy if t is None else t
 
 
-def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config) -> None:
+def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
     grid = (triton.cdiv(w.n, cfg.block_n),)
     gemv_kernel[grid](
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), y,
         w.n, w.k, w.blocks, w.qweight.stride(0),
         BITS=w.num_bits, GROUP=w.group, RUN=w.run, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
-        BLOCK_N=cfg.block_n, UNROLL=cfg.unroll, INTERPRET=interpreting(),
+        BLOCK_N=cfg.block_n, UNROLL=cfg.unroll, INTERPRET=interp,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
 
@@ -58,7 +58,7 @@ def half_dequant(x: torch.Tensor, w: PreparedWeight) -> bool:
     return x.dtype == torch.float16 and w.scales.dtype == torch.float16
 
 
-def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config) -> None:
+def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
     m = x2.shape[0]
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(w.n, cfg.block_n)
     splits, per = (1, w.blocks)
@@ -70,19 +70,17 @@ def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Confi
         m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
         BITS=w.num_bits, GROUP=w.group, RUN=w.run, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
         HALF=half_dequant(x2, w), WHOLE_BLOCK=cfg.whole_block, SWAP_AB=cfg.swap_ab, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
-        INTERPRET=interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if splits > 1:
         block = 1024
         sum_splits_kernel[(triton.cdiv(m * w.n, block),)](out, y, m * w.n, splits, BLOCK=block,
-                                                         INTERPRET=interpreting(),
+                                                         INTERPRET=interp,
                                                          num_warps=4)
 
 
 def _tuning_key(path: str, m: int, w: PreparedWeight, x: torch.Tensor) -> tuple:
-    m_bucket = 1 << (m - 1).bit_length()
-    return (path, m_bucket, w.n, w.k_padded, w.num_bits, w.group, w.zeros is not None, w.perm is not None,
-            x.dtype, x.device.index)
+    return (path, 1 << (m - 1).bit_length(), w.shape_key, x.dtype, x.device.index)
 
 
 def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
@@ -99,7 +97,8 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
         raise ValueError(f"x has {x.shape[-1]} columns, the weight {w.k}")
     if x.device != w.device:
         raise ValueError(f"x is on {x.device}, the weight on {w.device}")
-    require_runtime(x)
+    interp = interpreting()  # read once: an environment lookup costs about a microsecond
+    require_runtime(x, interp=interp)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, w.k)
     if x2.stride(-1) != 1:
@@ -116,11 +115,12 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
     launch = _launch_gemv if path == "gemv" else _launch_dot
     # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements.
     step = max(1, (2**31 - 1) // max(w.k, w.n))
-    with on_device(x):
+    with on_device(x, interp=interp):
         for r0 in range(0, m, step):
-            xs, ys = x2[r0:r0 + step], y[r0:r0 + step]
-            cfg = config or TUNERS[path].pick(_tuning_key(path, xs.shape[0], w, xs), lambda c: launch(xs, w, ys, c))
-            launch(xs, w, ys, cfg)
+            xs, ys = (x2, y) if m <= step else (x2[r0:r0 + step], y[r0:r0 + step])
+            cfg = config or TUNERS[path].pick(_tuning_key(path, xs.shape[0], w, xs),
+                                              lambda c: launch(xs, w, ys, c, interp))
+            launch(xs, w, ys, cfg, interp)
     return y.reshape(*lead, w.n)
 
 

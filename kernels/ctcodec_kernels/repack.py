@@ -17,6 +17,7 @@ What the kernels need, and why the repack gives it:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -52,6 +53,12 @@ class PreparedWeight:
     @property
     def device(self) -> torch.device:
         return self.qweight.device
+
+    @cached_property
+    def shape_key(self) -> tuple:
+        """What of this weight decides a kernel config (part of the tuner's key); made once."""
+        return (self.n, self.k_padded, self.num_bits, self.group, self.zeros is not None, self.perm is not None,
+                self.scales.dtype)
 
     @property
     def run(self) -> int:

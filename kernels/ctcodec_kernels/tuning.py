@@ -25,12 +25,14 @@ class Config:
     swap_ab: bool = False  # tensor-core paths: W x^T, the weight as the MMA's A operand
 
 
-def _tuning_enabled() -> bool:
-    if interpreting() or os.environ.get("CTCODEC_KERNELS_TUNE", "1") == "0":
-        return False
+def _tuning_switched_off() -> bool:
+    return interpreting() or os.environ.get("CTCODEC_KERNELS_TUNE", "1") == "0"
+
+
+def _capturing() -> bool:
     import torch
 
-    return not torch.cuda.is_current_stream_capturing()
+    return torch.cuda.is_current_stream_capturing()
 
 
 class Tuner:
@@ -41,9 +43,13 @@ class Tuner:
 
     def pick(self, key: Hashable, run: Callable[[Config], None]) -> Config:
         """The config to use for `key`; times the candidates (each through `run`) once."""
-        if key in self.best:
-            return self.best[key]
-        if not _tuning_enabled() or len(self.configs) == 1:
+        best = self.best.get(key)
+        if best is not None:
+            return best
+        if len(self.configs) == 1 or _tuning_switched_off():
+            self.best[key] = self.configs[0]  # kept: the next call for this shape decides nothing
+            return self.configs[0]
+        if _capturing():  # no timing inside a CUDA graph capture: the first config, tuned later
             return self.configs[0]
         from triton.testing import do_bench
 

@@ -145,7 +145,10 @@ class CompressedLinear(torch.nn.Module):
         if eager_gpu and self.kernel_group:
             # Eager on the GPU: straight to the launch path (no dispatcher, no per-call objects).
             y = _kernels().quant_matmul(x, self._eager_kernel_weight())
-            return y if self.bias is None else y + self.bias.to(y.dtype)
+            bias = self.bias
+            if bias is None:
+                return y
+            return y + (bias if bias.dtype == y.dtype else bias.to(y.dtype))
         p = self.parts()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.kind == "pack":
