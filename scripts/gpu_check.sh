@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, as one run on a CUDA machine (the image's python3 with torch and
 # triton; ctcodec's extension built elsewhere and carried): kernel tests on the GPU, end
-# to end through load_model, then benchmarks.
+# to end through load_model, benchmarks, then a Llama-7B-shaped model end to end (last:
+# whatever time is left; its rows are written as they come).
 #   bash scripts/gpu_check.sh OUT_DIR BUNDLE_DIR
 # BUNDLE_DIR holds small compressed checkpoints (tiny-*) and smollm2-config/config.json.
 set -u
@@ -20,3 +21,9 @@ echo "bench: ${SECONDS}s"
 echo "== end to end"; SECONDS=0
 timeout "${E2E_S:-150}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --compile --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
 echo "e2e: ${SECONDS}s"
+if [ "${E2E_7B_S:-180}" != 0 ]; then  # E2E_7B_S=0 skips it (timeout 0 would mean no limit)
+  echo "== end to end, Llama-7B shape (random weights: dense, W4A16, SpQR; eager and CUDA graphs; prefill 2048)"; SECONDS=0
+  timeout "${E2E_7B_S:-180}" python3 benches/gpu_e2e_7b.py --layers "${E2E_7B_LAYERS:-32}" --batches 1 16 --short 16 --long 48 \
+    --json "$OUT/e2e-7b.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e-7b.log"
+  echo "e2e 7b: ${SECONDS}s"
+fi
