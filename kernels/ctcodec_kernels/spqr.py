@@ -47,6 +47,7 @@ class SpqrConfig:
     num_warps: int
     num_stages: int = 1
     outlier_chunk: int = 32  # outliers per row per step
+    tensor_cores: bool = False  # spqr_dot.py: the weight decoded for tl.dot (x rows padded to 16)
 
 
 # Per bucket of x rows (1, 2, 4, 8, 16). What makes a config cheap on Hopper (checked by
@@ -58,6 +59,13 @@ class SpqrConfig:
 # spills. From MB = 4 some configs take that conversion to keep tiles big enough.
 # outlier_chunk: outliers per row read in one step (after the dense loop); 128 covers a 1%
 # row of K <= 12800 in one step.
+# From 4 rows the tuner also times the tensor-core kernel (spqr_dot.py): its cost per
+# weight does not grow with the rows, the CUDA-core kernel's does (one FMA per row).
+# One config: of those compiled for sm_90 (64x32, 64x16, 32x32, 32x64 with 4 warps, 64x32
+# with 8) it is the only one with MMAs in its loop, no spills and the fewest instructions.
+TENSOR_CORE_CONFIGS = [
+    SpqrConfig(64, 32, 4, outlier_chunk=16, tensor_cores=True),  # 64 weight rows: one warpgroup's wgmma
+]
 SPQR_TUNERS = {
     1: Tuner("spqr-m1", [
         SpqrConfig(16, 128, 8, outlier_chunk=128),  # ~100 registers: 2 programs (16 warps) per SM
@@ -75,15 +83,18 @@ SPQR_TUNERS = {
         SpqrConfig(32, 32, 8, outlier_chunk=32),
         SpqrConfig(32, 16, 4, outlier_chunk=16),
         SpqrConfig(16, 32, 4, outlier_chunk=32),
+        *TENSOR_CORE_CONFIGS,
     ]),
     8: Tuner("spqr-m8", [
         SpqrConfig(64, 16, 8, outlier_chunk=8),
         SpqrConfig(32, 32, 8, outlier_chunk=8),
         SpqrConfig(16, 32, 4, outlier_chunk=16),
+        *TENSOR_CORE_CONFIGS,
     ]),
     16: Tuner("spqr-m16", [
         SpqrConfig(16, 32, 4, outlier_chunk=8),
         SpqrConfig(16, 16, 2, outlier_chunk=8),
+        *TENSOR_CORE_CONFIGS,
     ]),
 }
 # Under the interpreter: small tiles, so that tests run several programs and iterations.
@@ -101,6 +112,8 @@ def check_config(cfg: SpqrConfig) -> None:
         raise ValueError(f"block_u, outlier_chunk and num_warps must be powers of two: {cfg}")
     if not (isinstance(cfg.num_stages, int) and cfg.num_stages >= 1):
         raise ValueError(f"num_stages must be a positive integer: {cfg}")
+    if cfg.tensor_cores and (cfg.block_m < 16 or cfg.block_u < 16):
+        raise ValueError(f"tensor-core configs need block_m and block_u >= 16 (tl.dot's minimum): {cfg}")
 
 
 @triton.jit
@@ -405,6 +418,11 @@ def dequantize_spqr(w: PreparedSpqr, dtype: torch.dtype = torch.bfloat16) -> tor
 
 def _launch(x2: torch.Tensor, w: PreparedSpqr, y: torch.Tensor, xk: torch.Tensor, xs: torch.Tensor,
             cfg: SpqrConfig, mb: int) -> None:
+    if cfg.tensor_cores:
+        from .spqr_dot import launch_dot  # imports this module's helpers: loaded on first use
+
+        launch_dot(x2, w, y, cfg, interpreting())
+        return
     g = w.geometry
     rows = x2.shape[0]
     block_u = 64  # several small programs: this kernel is latency, not bandwidth

@@ -156,6 +156,62 @@ def test_matvec_configs(device, config):
     assert_close(ck.spqr_matvec(x.to(device), w, config=config), x, params, out)
 
 
+TENSOR_CORES = SpqrConfig(16, 16, 1, outlier_chunk=8, tensor_cores=True)  # small: several programs here
+
+
+def _tensor_core_weight(params: SpqrParams, out: dict, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weight the tensor-core path multiplies by, float64, and where outliers are):
+    the decoder's dense f32 weight rounded to x's dtype, plus delta = fl32(value - dense)
+    at outlier positions (added in f32 after the dots)."""
+    _, s, q, z, delta = parts_f32(params, out)
+    dense = torch.from_numpy(s * (q - z))  # f32, as the decoder rounds it
+    return dense.to(dtype).double() + torch.from_numpy(delta).double(), torch.from_numpy(delta != 0)
+
+
+@pytest.mark.parametrize("i,rows,dtype", [
+    (0, 2, torch.float16), (0, 16, torch.bfloat16), (1, 5, torch.float16), (2, 16, torch.float16),
+    (4, 3, torch.bfloat16), (5, 9, torch.float16),
+])
+def test_tensor_core_path_within_bound(device, i, rows, dtype):
+    # Products of x and a 16-bit weight are exact in f32; the f32 sums in any order are
+    # within 2 (K + 64) u of sum |x w|, and one rounding to x's dtype follows.
+    params, out = _case(i)
+    w = ck.prepare_spqr(stored(params, out, device), params)
+    x = torch.randn(rows, w.n, generator=torch.Generator().manual_seed(rows + 7 * i)).to(dtype)
+    y = ck.spqr_matvec(x.to(device), w, config=TENSOR_CORES)
+    assert y.dtype == dtype and tuple(y.shape) == (rows, w.m)
+    weight, _ = _tensor_core_weight(params, out, dtype)
+    xd = x.double()
+    exact = xd @ weight.T
+    tol = UNIT_ROUNDOFF[dtype] * exact.abs() + 2 * (w.n + 64) * 2.0**-24 * (xd.abs() @ weight.abs().T) + 2.0**-25
+    err = (y.cpu().double() - exact).abs()
+    assert bool((err <= tol).all()), float((err - tol).max())
+
+
+@pytest.mark.parametrize("i", [0, 2, 4, 5])
+def test_tensor_core_path_multiplies_by_the_decoded_weight(device, i):
+    # x = 16 unit rows: each output is one product w * 1, the decoded weight rounded to
+    # x's dtype, bit for bit (outlier positions carry their f32 correction on top).
+    params, out = _case(i)
+    w = ck.prepare_spqr(stored(params, out, device), params)
+    dtype = torch.float16 if i % 2 else torch.bfloat16
+    cols = torch.arange(16) * (w.n // 16)
+    x = torch.zeros(16, w.n, dtype=dtype)
+    x[torch.arange(16), cols] = 1
+    y = ck.spqr_matvec(x.to(device), w, config=TENSOR_CORES).cpu()
+    _, s, q, z, _ = parts_f32(params, out)
+    decoded = torch.from_numpy(s * (q - z)).to(dtype)[:, cols].t()
+    _, outliers = _tensor_core_weight(params, out, dtype)
+    plain = ~outliers[:, cols].t()
+    assert bool(plain.any())
+    assert same_bits(y[plain].contiguous(), decoded[plain].contiguous())
+
+
+def test_tensor_core_configs_are_checked():
+    with pytest.raises(ValueError, match="tensor-core"):
+        S.check_config(SpqrConfig(8, 16, 1, tensor_cores=True))
+
+
 def _integer_output(params: SpqrParams, m: int, n: int, seed: int) -> dict:
     """Quantizer output where every product and sum of the decode and the matvec is a
     small integer (exact in f32): integer second order, codes, outlier values."""
@@ -323,16 +379,25 @@ def test_geometry():
 
 _TYPES = dict(xk_ptr="*fp32", xs_ptr="*fp32", x_ptr="*fp16", codes_ptr="*i32", stats_ptr="*u8", so_ptr="*fp16",
               o_off_ptr="*i32", o_col_ptr="*i16", o_delta_ptr="*fp32", y_ptr="*fp16", M="i32", ROWS="i32",
-              stride_xm="i32", stride_ym="i32", kperm_ptr="*i32", out_ptr="*bf16", NU="i32", stride_om="i32")
+              stride_xm="i32", stride_ym="i32", kperm_ptr="*i32", out_ptr="*bf16", NU="i32", stride_om="i32",
+              xr_ptr="*fp16")
 _THREE_BIT = dict(BITS=3, W=3, P=10, E=2, RUN=16, QS=3, QZ=3, BETA1=16)
 
 
 def _hopper_cases(everything: bool):
     cases = [("gather_x", S.gather_x_kernel, dict(BITS=3, W=3, P=10, E=2, RUN=16, BLOCK_U=64), 2, 1),
              ("dequant", S.spqr_dequant_kernel, dict(**_THREE_BIT, BLOCK_M=16, BLOCK_U=64, INTERPRET=False), 4, 1)]
+    from ctcodec_kernels.spqr_dot import gather_x_raw_kernel, spqr_dot_kernel
+
+    cases.append(("gather_x_raw", gather_x_raw_kernel, dict(C=32, BLOCK_U=64), 2, 1))
+    for cfg in S.TENSOR_CORE_CONFIGS:
+        consts = dict(**_THREE_BIT, BLOCK_M=cfg.block_m, BLOCK_U=cfg.block_u, OCH=cfg.outlier_chunk, INTERPRET=False,
+                      _weights_per_thread=cfg.block_m * cfg.block_u * 32 // (32 * cfg.num_warps))
+        cases.append((f"dot {cfg.block_m}x{cfg.block_u} w{cfg.num_warps}", spqr_dot_kernel, consts, cfg.num_warps,
+                      cfg.num_stages))
     buckets = S.SPQR_TUNERS.items() if everything else [(1, S.SPQR_TUNERS[1])]
     for mb, tuner in buckets:
-        for cfg in tuner.configs:
+        for cfg in (c for c in tuner.configs if not c.tensor_cores):
             consts = dict(**_THREE_BIT, MB=mb, NU=256, BLOCK_M=cfg.block_m, BLOCK_U=cfg.block_u,
                           OCH=cfg.outlier_chunk, INTERPRET=False)
             cases.append((f"matvec mb={mb} {cfg.block_m}x{cfg.block_u} w{cfg.num_warps} och{cfg.outlier_chunk}",
@@ -364,6 +429,7 @@ def hopper_main(everything: bool) -> int:
             loop = main_loop(text)
             row.update(registers=registers(c), ldg128="LDG.E.128" in text, i2f="I2F" in loop, local="STL" in text,
                        loop_shared=any(op in loop for op in ("BAR.SYNC", "STS", "LDS")),
+                       mma="HMMA" in loop or "HGMMA" in loop,
                        loop_instructions=instruction_count(loop))
         print(json.dumps(row), flush=True)
     return 0
@@ -393,6 +459,8 @@ def test_compiles_for_hopper(compiled):
             # 3 bits: ~4.5-5 instructions per weight in the main loop with triton 3.9 (a layout
             # conversion or a constant re-made per code would add one or more per weight)
             assert 0 < row["loop_instructions"] <= 5.5 * row["weights_per_thread"], row
+        if name.startswith("dot "):  # the tensor-core SpQR kernel: MMAs in its loop, no spills
+            assert row["mma"] and not row["local"], row
 
 
 if __name__ == "__main__":
