@@ -73,7 +73,6 @@ def to_w4a16(model, seed: int = 0) -> None:
         new.set_part("weight_scale", scale)
         new.prepare_kernels()  # the kernels' layout, as load_model does
         setattr(parent, name, new)
-        del mod
 
 
 def to_spqr(model, seed: int = 1000) -> None:
@@ -87,7 +86,6 @@ def to_spqr(model, seed: int = 1000) -> None:
             new.set_part(part, tensor)
         new.prepare_kernels()  # the SpQR kernels' form on CUDA (nothing elsewhere)
         setattr(parent, name, new)
-        del mod
 
 
 def _sync(device) -> None:
@@ -104,14 +102,18 @@ def _generate_s(model, ids, new_tokens: int) -> float:
     return time.perf_counter() - t0
 
 
-def decode_tokens_per_s(model, ids, short: int, long: int, repeats: int = 3) -> float:
-    """Decode steps per second (times the batch for tokens), from two generate lengths."""
+def decode_tokens_per_s(model, ids, short: int, long: int, repeats: int = 2) -> float:
+    """Decode tokens per second (steps times the batch), from two generate lengths; NaN
+    when the longer run was not the slower one (noise larger than the difference)."""
     with torch.no_grad():
-        for _ in range(2):  # warm-up: kernels tune, graphs are captured
-            _generate_s(model, ids, long)
+        # Warm-up, both lengths twice: kernels tune, and with a static cache (its length
+        # follows max_new_tokens) each length is its own graph; the third call still
+        # recompiles once (seen on the CPU), the fourth does not.
+        for steps in (short, long, short, long):
+            _generate_s(model, ids, steps)
         a = statistics.median(_generate_s(model, ids, short) for _ in range(repeats))
         b = statistics.median(_generate_s(model, ids, long) for _ in range(repeats))
-    return ids.shape[0] * (long - short) / max(b - a, 1e-9)
+    return ids.shape[0] * (long - short) / (b - a) if b > a else float("nan")
 
 
 def prefill_ms(model, ids, repeats: int = 3) -> float:
@@ -127,10 +129,18 @@ def prefill_ms(model, ids, repeats: int = 3) -> float:
     return statistics.median(times) * 1e3
 
 
-def measure(model, variant: str, args, device: str) -> list[dict]:
+def measure(model, variant: str, args, device: str, rows: list[dict]) -> None:
+    """Appends the variant's rows to `rows`, writing --json after each (a timeout keeps them)."""
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    rows = []
+
+    def done(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+
     for batch in args.batches:
         ids = torch.randint(0, vocab, (batch, args.prompt), generator=g).to(device)
         row = {"variant": variant, "batch": batch, "layers": args.layers, "shape": args.shape,
@@ -145,13 +155,9 @@ def measure(model, variant: str, args, device: str) -> list[dict]:
             row[f"decode_tokens_per_s_{key}"] = decode_tokens_per_s(model, ids, args.short, args.long)
             model.forward = forward
             model.generation_config.cache_implementation = None
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        done(row)
     ids = torch.randint(0, vocab, (1, args.prefill), generator=g).to(device)
-    row = {"variant": variant, "prefill_tokens": args.prefill, "prefill_ms": prefill_ms(model, ids)}
-    print(json.dumps(row), flush=True)
-    rows.append(row)
-    return rows
+    done({"variant": variant, "prefill_tokens": args.prefill, "prefill_ms": prefill_ms(model, ids)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,15 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         args.compile_backend = "cudagraphs"
     args.shape = "tiny" if args.tiny else "llama-7b"
     model = build_dense(TINY if args.tiny else LLAMA_7B, args.layers, args.device)
-    rows = []
+    if args.compile_backend:
+        # One static graph per shape (prefill, a decode step per cache length), not a
+        # recompile to dynamic shapes on the third call.
+        torch._dynamo.config.automatic_dynamic_shapes = False
+    if args.compile_backend == "cudagraphs":
+        # The static cache's in-place writes stay in the graph instead of becoming a copy of
+        # the whole cache per step plus copies back outside it.
+        torch._dynamo.config.cudagraph_backend_keep_input_mutation = True
+    rows: list[dict] = []
     convert = {"dense": lambda m: None, "w4a16": to_w4a16, "spqr": to_spqr}
     for variant in ("dense", "w4a16", "spqr"):  # in this order: each replaces the last in place
         convert[variant](model)
         if variant in args.variants:
-            rows += measure(model, variant, args, args.device)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=1)
+            measure(model, variant, args, args.device, rows)
     return 0
 
 

@@ -21,9 +21,9 @@ echo "bench: ${SECONDS}s"
 echo "== end to end"; SECONDS=0
 timeout "${E2E_S:-150}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --compile --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
 echo "e2e: ${SECONDS}s"
-if [ "${E2E_7B_S:-180}" != 0 ]; then  # E2E_7B_S=0 skips it (timeout 0 would mean no limit)
+if [ "${E2E_7B_S:-240}" != 0 ]; then  # E2E_7B_S=0 skips it (timeout 0 would mean no limit)
   echo "== end to end, Llama-7B shape (random weights: dense, W4A16, SpQR; eager and CUDA graphs; prefill 2048)"; SECONDS=0
-  timeout "${E2E_7B_S:-180}" python3 benches/gpu_e2e_7b.py --layers "${E2E_7B_LAYERS:-32}" --batches 1 16 --short 16 --long 48 \
+  timeout "${E2E_7B_S:-240}" python3 benches/gpu_e2e_7b.py --layers "${E2E_7B_LAYERS:-32}" --batches 1 16 --short 16 --long 48 \
     --json "$OUT/e2e-7b.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e-7b.log"
   echo "e2e 7b: ${SECONDS}s"
 fi

@@ -95,6 +95,7 @@ def test_load_model_compile_decodes_as_eager_does(tiny, tmp_path):
     torch._dynamo.reset()
     compiled = load_model(out, dtype=torch.float32, kernel_layout=True, compile=True)
     assert compiled.generation_config.cache_implementation == "static"
+    assert compiled.generation_config.disable_compile  # transformers' compile of CUDA decode steps is off
     eager.generation_config.cache_implementation = "static"
     ids = torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(2))
     kw = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0, output_logits=True,

@@ -31,7 +31,7 @@ def test_the_7b_script_runs_every_variant_on_a_small_model(tmp_path, monkeypatch
 
     out = tmp_path / "rows.json"
     assert gpu_e2e_7b.main(["--device", "cpu", "--tiny", "--layers", "1", "--batches", "2", "--short", "1",
-                            "--long", "3", "--prefill", "32", "--compile-backend", "eager", "--json", str(out)]) == 0
+                            "--long", "9", "--prefill", "32", "--compile-backend", "eager", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     decode = [r for r in rows if "batch" in r]
     assert [r["variant"] for r in decode] == ["dense", "w4a16", "spqr"]

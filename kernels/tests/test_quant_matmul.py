@@ -83,12 +83,22 @@ def test_gemv_configs(device, config):
     ("splitk", Config(block_m=16, block_n=64, num_warps=4, split=False)),  # direct store
     ("splitk", Config(block_m=32, block_n=32, num_warps=4)),
     ("tiled", Config(block_m=64, block_n=32, num_warps=4, split=False)),
-    ("tiled", Config(block_m=16, block_n=64, num_warps=4, swap_ab=True)),  # split, partials transposed back
+    ("tiled", Config(block_m=16, block_n=64, num_warps=4, swap_ab=True)),
     ("tiled", Config(block_m=32, block_n=64, num_warps=4, split=False, swap_ab=True)),
 ])
 def test_dot_configs(device, path, config):
     qw = random_weight(6, 8, 70, 700, 32)
     check(qw, _x(6, (40, 700), torch.bfloat16), path, device, config)
+
+
+@pytest.mark.parametrize("dtype,act_order", [(torch.bfloat16, False), (torch.float16, True)])
+def test_swapped_tiles_split_k(device, dtype, act_order):
+    # Few output tiles: K is split and the transposed tiles' fp32 partials are summed.
+    config = Config(block_m=16, block_n=64, num_warps=4, swap_ab=True)
+    qw = random_weight(12, 4, 70, 1000, 64, asym=True, act_order=act_order, scale_dtype=dtype)
+    tiles = -(-8 // config.block_m) * -(-70 // config.block_n)
+    assert split_count(tiles, -(-1000 // 256), 4)[0] > 1  # 4: the interpreter's SM count
+    check(qw, _x(12, (8, 1000), dtype), "tiled", device, config)
 
 
 def test_leading_dims_and_empty(device):

@@ -8,13 +8,17 @@ import torch
 
 def compile_for_decoding(model, *, mode: str | None = None, backend: str = "inductor"):
     """Sets a static KV cache (fixed shapes from step to step) and compiles the forward
-    whole (`fullgraph=True`: a graph break would be an error, not a silent slowdown).
+    whole (`fullgraph=True`: a graph break would be an error, not a silent slowdown), and
+    turns off transformers' own compile of decode steps, so this one is what runs.
     `mode` defaults to "reduce-overhead" on CUDA, which replays each decode step as one
     CUDA graph, and to "default" elsewhere. The first calls compile, tune the kernels
     and capture; time the ones after. Returns the model, changed in place."""
     device = next(model.parameters()).device
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.cache_implementation = "static"
+        # transformers (4.5x) would otherwise compile each CUDA decode step again itself
+        # (inductor, reduce-overhead, graph breaks allowed), over this compile.
+        model.generation_config.disable_compile = True
     options = {}
     if backend == "inductor":  # modes are inductor's
         options["mode"] = mode or ("reduce-overhead" if device.type == "cuda" else "default")
