@@ -3,7 +3,7 @@
 - M == 1: GEMV (gemv.py), CUDA cores, memory-bound.
 - 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py).
 - M > 32: tiled tensor-core GEMM (gemm.py; it too splits K when its tiles cannot fill
-  the GPU).
+  the GPU), or, when the tuner times it faster, the weight decoded whole and torch.matmul.
 All accumulate in fp32 and round the output once to x's dtype.
 """
 
@@ -13,6 +13,7 @@ import torch
 import triton
 
 from ._runtime import interpreting, on_device, require_runtime, sm_count
+from .decode import dequantize
 from .gemm import dot_kernel, sum_splits_kernel
 from .gemv import gemv_kernel
 from .repack import PreparedWeight, prepare
@@ -59,6 +60,9 @@ def half_dequant(x: torch.Tensor, w: PreparedWeight) -> bool:
 
 
 def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
+    if cfg.dense:  # the decoded weight (ctcodec's decode, bit for bit) times x by torch
+        torch.matmul(x2, dequantize(w, x2.dtype).t(), out=y)
+        return
     m = x2.shape[0]
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(w.n, cfg.block_n)
     splits, per = (1, w.blocks)

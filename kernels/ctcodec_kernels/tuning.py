@@ -23,6 +23,7 @@ class Config:
     split: bool = True  # tensor-core paths: split K when output tiles are fewer than SMs
     whole_block: bool = False  # tensor-core paths, fp16 dequant: one dot per kernel block
     swap_ab: bool = False  # tensor-core paths: W x^T, the weight as the MMA's A operand
+    dense: bool = False  # tiled path: decode the whole weight, then torch.matmul (cuBLAS)
 
 
 def _tuning_switched_off() -> bool:
@@ -91,5 +92,8 @@ TILED = Tuner("tiled", [
     # barrier for it, only x goes through shared memory (compiled for sm_90, not timed).
     Config(block_m=64, block_n=128, num_warps=4, num_stages=3, swap_ab=True),
     Config(block_m=128, block_n=128, num_warps=8, num_stages=3, swap_ab=True),
+    # Decode then cuBLAS: one extra write and read of the dense weight, which large M
+    # (prefill) amortizes; a bound on how far below dense a W4A16 prefill can fall.
+    Config(block_n=0, num_warps=0, dense=True),
 ])
 TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}

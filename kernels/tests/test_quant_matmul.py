@@ -85,6 +85,7 @@ def test_gemv_configs(device, config):
     ("tiled", Config(block_m=64, block_n=32, num_warps=4, split=False)),
     ("tiled", Config(block_m=16, block_n=64, num_warps=4, swap_ab=True)),
     ("tiled", Config(block_m=32, block_n=64, num_warps=4, split=False, swap_ab=True)),
+    ("tiled", Config(block_n=0, num_warps=0, dense=True)),
 ])
 def test_dot_configs(device, path, config):
     qw = random_weight(6, 8, 70, 700, 32)
@@ -149,7 +150,8 @@ def test_bad_calls(device):
 SWAPPED = Config(block_m=32, block_n=64, num_warps=4, swap_ab=True)
 
 
-@pytest.mark.parametrize("path,config", [("splitk", None), ("tiled", None), ("tiled", SWAPPED)])
+@pytest.mark.parametrize("path,config", [("splitk", None), ("tiled", None), ("tiled", SWAPPED),
+                                         ("tiled", Config(block_n=0, num_warps=0, dense=True))])
 @pytest.mark.parametrize("bits,group,asym,act_order,scale_range", [
     (4, 32, False, False, (0.01, 0.2)),
     (4, 64, True, True, (0.01, 0.2)),
