@@ -330,6 +330,48 @@ def spqr_matvec_kernel(
 
 
 @triton.jit
+def _extra_views(word_ptrs, ok, NU, W: tl.constexpr, P: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+                 INTERPRET: tl.constexpr):
+    """(e_low, e_high): the views of a [rows, units] tile's extra codes, gathered from the
+    top bits of every word of each unit (zeros when there are none)."""
+    extra = tl.zeros(ok.shape, dtype=tl.int32)
+    e_low = extra
+    e_high = extra
+    if E > 0:
+        for w in tl.static_range(W):
+            extra = extra | _extra_bits(tl.load(word_ptrs + w * NU, mask=ok, other=0), w, P, BITS)
+        e_low, e_high = _views(extra, INTERPRET)
+    return e_low, e_high
+
+
+@triton.jit
+def _tile_stats(stats_ptr, so_ptr, rn, u, ok, r: tl.constexpr, NU, RUNS: tl.constexpr, BETA1: tl.constexpr,
+                QS: tl.constexpr, QZ: tl.constexpr, INTERPRET: tl.constexpr):
+    """(s, z) of run r for a tile of rows `rn` and units `u`, the decoder's f32 values."""
+    st = tl.load(stats_ptr + rn[:, None] * (RUNS * NU) + r * NU + u[None, :], mask=ok, other=0)
+    so_p = so_ptr + (rn // BETA1)[:, None] * (4 * RUNS * NU) + r * NU + u[None, :]
+    ss = tl.load(so_p, mask=ok, other=0.0).to(tl.float32)
+    sz = tl.load(so_p + RUNS * NU, mask=ok, other=0.0).to(tl.float32)
+    zs = tl.load(so_p + 2 * RUNS * NU, mask=ok, other=0.0).to(tl.float32)
+    zz = tl.load(so_p + 3 * RUNS * NU, mask=ok, other=0.0).to(tl.float32)
+    return _dequant_stats(st.to(tl.int32), ss, sz, zs, zz, QS, QZ, INTERPRET)
+
+
+@triton.jit
+def _tile_code(word_ptrs, ok, low, high, e_low, e_high, c: tl.constexpr, NU, W: tl.constexpr, P: tl.constexpr,
+               BITS: tl.constexpr, INTERPRET: tl.constexpr):
+    """(q, low, high): code c of a tile as an exact f32, and the views of its word (loaded
+    here when code c is the first of a plane)."""
+    if c < W * P:
+        if c % P == 0:
+            low, high = _views(tl.load(word_ptrs + (c // P) * NU, mask=ok, other=0), INTERPRET)
+        q = _unscale(_scaled_code(low, high, (c % P) * BITS, BITS), (c % P) * BITS, BITS)
+    else:
+        q = _unscale(_scaled_code(e_low, e_high, (c - W * P) * BITS, BITS), (c - W * P) * BITS, BITS)
+    return q, low, high
+
+
+@triton.jit
 def spqr_dequant_kernel(
     codes_ptr, stats_ptr, so_ptr, kperm_ptr, out_ptr, ROWS, NU, stride_om,
     BITS: tl.constexpr, W: tl.constexpr, P: tl.constexpr, E: tl.constexpr, RUN: tl.constexpr,
@@ -345,33 +387,15 @@ def spqr_dequant_kernel(
     u_ok = u < NU
     ok = (rn < ROWS)[:, None] & u_ok[None, :]
     word_ptrs = codes_ptr + rn[:, None] * (W * NU) + u[None, :]
+    e_low, e_high = _extra_views(word_ptrs, ok, NU, W, P, E, BITS, INTERPRET)
     low = tl.zeros([BLOCK_M, BLOCK_U], dtype=tl.int32)
     high = low
-    extra = low
-    e_low = low
-    e_high = low
-    if E > 0:  # the extra codes need bits of every word of the unit
-        for w in tl.static_range(W):
-            extra = extra | _extra_bits(tl.load(word_ptrs + w * NU, mask=ok, other=0), w, P, BITS)
-        e_low, e_high = _views(extra, INTERPRET)
     s = tl.zeros([BLOCK_M, BLOCK_U], dtype=tl.float32)
     z = s
     for c in tl.static_range(C):
         if c % RUN == 0:
-            r = c // RUN
-            st = tl.load(stats_ptr + rn[:, None] * (RUNS * NU) + r * NU + u[None, :], mask=ok, other=0)
-            so_p = so_ptr + (rn // BETA1)[:, None] * (4 * RUNS * NU) + r * NU + u[None, :]
-            ss = tl.load(so_p, mask=ok, other=0.0).to(tl.float32)
-            sz = tl.load(so_p + RUNS * NU, mask=ok, other=0.0).to(tl.float32)
-            zs = tl.load(so_p + 2 * RUNS * NU, mask=ok, other=0.0).to(tl.float32)
-            zz = tl.load(so_p + 3 * RUNS * NU, mask=ok, other=0.0).to(tl.float32)
-            s, z = _dequant_stats(st.to(tl.int32), ss, sz, zs, zz, QS, QZ, INTERPRET)
-        if c < W * P:
-            if c % P == 0:
-                low, high = _views(tl.load(word_ptrs + (c // P) * NU, mask=ok, other=0), INTERPRET)
-            q = _unscale(_scaled_code(low, high, (c % P) * BITS, BITS), (c % P) * BITS, BITS)
-        else:
-            q = _unscale(_scaled_code(e_low, e_high, (c - W * P) * BITS, BITS), (c - W * P) * BITS, BITS)
+            s, z = _tile_stats(stats_ptr, so_ptr, rn, u, ok, c // RUN, NU, RUNS, BETA1, QS, QZ, INTERPRET)
+        q, low, high = _tile_code(word_ptrs, ok, low, high, e_low, e_high, c, NU, W, P, BITS, INTERPRET)
         w_val = (q - z) * s
         col = tl.load(kperm_ptr + c * NU + u, mask=u_ok, other=-1)
         tl.store(out_ptr + rn[:, None] * stride_om + col[None, :], round_to(w_val, out_ptr.dtype.element_ty, INTERPRET),

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .dequant_math import round_to
-from .spqr import _dequant_stats, _extra_bits, _scaled_code, _unscale, _views
+from .spqr import _extra_views, _tile_code, _tile_stats
 
 DOT_ROWS = 16  # x rows of the dot (tl.dot needs 16): fewer rows are padded with zeros
 
@@ -62,33 +62,15 @@ def spqr_dot_kernel(
         u_ok = u < NU
         ok = row_ok[:, None] & u_ok[None, :]
         word_ptrs = codes_ptr + rn[:, None] * (W * NU) + u[None, :]
+        e_low, e_high = _extra_views(word_ptrs, ok, NU, W, P, E, BITS, INTERPRET)
         low = tl.zeros([BLOCK_M, BLOCK_U], dtype=tl.int32)
         high = low
-        extra = low
-        e_low = low
-        e_high = low
-        if E > 0:  # the extra codes need bits of every word of the unit
-            for w in tl.static_range(W):
-                extra = extra | _extra_bits(tl.load(word_ptrs + w * NU, mask=ok, other=0), w, P, BITS)
-            e_low, e_high = _views(extra, INTERPRET)
         s = tl.zeros([BLOCK_M, BLOCK_U], dtype=tl.float32)
         z = s
         for c in tl.static_range(C):
             if c % RUN == 0:
-                r = c // RUN
-                st = tl.load(stats_ptr + rn[:, None] * (RUNS * NU) + r * NU + u[None, :], mask=ok, other=0)
-                so_p = so_ptr + (rn // BETA1)[:, None] * (4 * RUNS * NU) + r * NU + u[None, :]
-                ss = tl.load(so_p, mask=ok, other=0.0).to(tl.float32)
-                sz = tl.load(so_p + RUNS * NU, mask=ok, other=0.0).to(tl.float32)
-                zs = tl.load(so_p + 2 * RUNS * NU, mask=ok, other=0.0).to(tl.float32)
-                zz = tl.load(so_p + 3 * RUNS * NU, mask=ok, other=0.0).to(tl.float32)
-                s, z = _dequant_stats(st.to(tl.int32), ss, sz, zs, zz, QS, QZ, INTERPRET)
-            if c < W * P:
-                if c % P == 0:
-                    low, high = _views(tl.load(word_ptrs + (c // P) * NU, mask=ok, other=0), INTERPRET)
-                q = _unscale(_scaled_code(low, high, (c % P) * BITS, BITS), (c % P) * BITS, BITS)
-            else:
-                q = _unscale(_scaled_code(e_low, e_high, (c - W * P) * BITS, BITS), (c - W * P) * BITS, BITS)
+                s, z = _tile_stats(stats_ptr, so_ptr, rn, u, ok, c // RUN, NU, RUNS, BETA1, QS, QZ, INTERPRET)
+            q, low, high = _tile_code(word_ptrs, ok, low, high, e_low, e_high, c, NU, W, P, BITS, INTERPRET)
             xc = tl.load(xr_ptr + (rm[:, None] * C + c) * NU + u[None, :], mask=u_ok[None, :], other=0.0)
             w_val = round_to((q - z) * s, xc.dtype, INTERPRET)  # the decoded weight
             if INTERPRET:  # numpy has no bf16 matmul; fp32 of 16-bit values is exact
