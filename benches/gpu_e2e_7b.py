@@ -24,6 +24,7 @@ exact fallbacks): a check that the script works, not a measurement.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -62,12 +63,16 @@ def _decoder_linears(model):
                     yield parent, name, mod
 
 
+def _device(mod) -> torch.device:
+    """Where a Linear or a CompressedLinear (buffers only, without a bias) lives."""
+    return next(itertools.chain(mod.parameters(), mod.buffers())).device
+
+
 def to_w4a16(model, seed: int = 0) -> None:
     """Every decoder Linear becomes a CompressedLinear over random pack-quantized tensors."""
     for i, (parent, name, mod) in enumerate(list(_decoder_linears(model))):
         n, k = mod.out_features, mod.in_features
-        device = mod.weight.device if isinstance(mod, torch.nn.Linear) else next(mod.buffers()).device
-        words, scale, _ = _random_packed(n, k, 4, torch.bfloat16, device, seed + i)
+        words, scale, _ = _random_packed(n, k, 4, torch.bfloat16, _device(mod), seed + i)
         new = ctcodec.CompressedLinear(k, n, "pack", W4A16, False, torch.bfloat16)
         new.set_part("weight_packed", words)
         new.set_part("weight_scale", scale)
@@ -80,9 +85,8 @@ def to_spqr(model, seed: int = 1000) -> None:
     params = dict(SPQR_PARAMS)
     for i, (parent, name, mod) in enumerate(list(_decoder_linears(model))):
         n, k = mod.out_features, mod.in_features
-        device = next(mod.buffers()).device if isinstance(mod, ctcodec.CompressedLinear) else mod.weight.device
         new = ctcodec.CompressedLinear(k, n, "spqr", params, False, torch.bfloat16)
-        for part, tensor in spqr_stored(n, k, device, seed + i).items():
+        for part, tensor in spqr_stored(n, k, _device(mod), seed + i).items():
             new.set_part(part, tensor)
         new.prepare_kernels()  # the SpQR kernels' form on CUDA (nothing elsewhere)
         setattr(parent, name, new)

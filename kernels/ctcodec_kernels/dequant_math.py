@@ -63,6 +63,12 @@ def dequant_slice(low, high, i: tl.constexpr, zero, scale, BITS: tl.constexpr):
 
 
 @triton.jit
+def _code_plus_1024(bits, BITS: tl.constexpr):
+    """The fp16 1024 + q of the code in the low BITS bits of int32 `bits`."""
+    return (((bits & ((1 << BITS) - 1)) | 0x6400).to(tl.int16)).to(tl.float16, bitcast=True)
+
+
+@triton.jit
 def decoded_fp16(words, i: tl.constexpr, zero16, scale16, BITS: tl.constexpr):
     """The decoded weight of code i in fp16, computed with fp16 arithmetic (packed: two
     weights per HADD2/HMUL2 on sm_90), for fp16 scales. `zero16` is 1024 + zp in fp16.
@@ -70,9 +76,7 @@ def decoded_fp16(words, i: tl.constexpr, zero16, scale16, BITS: tl.constexpr):
     is 1); minus 1024 + zp leaves q - zp exactly; times the scale is one correctly
     rounded product. The exact product rounded once is also what the fp32 path gives
     (dequant_slice then round_to), so both are ctcodec's decode, bit for bit."""
-    MASK: tl.constexpr = (1 << BITS) - 1
-    biased = ((words >> (i * BITS)) & MASK) | 0x6400
-    return (biased.to(tl.int16).to(tl.float16, bitcast=True) - zero16) * scale16
+    return (_code_plus_1024(words >> (i * BITS), BITS) - zero16) * scale16
 
 
 @triton.jit
@@ -81,11 +85,18 @@ def decoded_block_fp16(words, zero16, scale16, BITS: tl.constexpr):
     row i * 32 + j from code i of word j (the kernel layout's column order); `zero16` and
     `scale16` are [PPW, N]. One tile for one tl.dot over the whole block."""
     PPW: tl.constexpr = 32 // BITS
-    MASK: tl.constexpr = (1 << BITS) - 1
     shifts = (tl.arange(0, PPW) * BITS)[:, None, None]
-    biased = ((words[None, :, :] >> shifts) & MASK) | 0x6400
-    w = (biased.to(tl.int16).to(tl.float16, bitcast=True) - zero16[:, None, :]) * scale16[:, None, :]
+    w = (_code_plus_1024(words[None, :, :] >> shifts, BITS) - zero16[:, None, :]) * scale16[:, None, :]
     return tl.reshape(w, (PPW * 32, words.shape[1]))
+
+
+@triton.jit
+def exact_dot(a, b, acc, INTERPRET: tl.constexpr):
+    """acc + a @ b on tensor cores. The interpreter (numpy) has no bf16 matmul: there the
+    16-bit operands go to fp32 first, which is exact, and the product is IEEE fp32."""
+    if INTERPRET:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
 
 
 @triton.jit

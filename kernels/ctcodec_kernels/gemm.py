@@ -13,7 +13,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .dequant_math import code_floats, decoded_block_fp16, decoded_fp16, dequant_slice, round_to, zero_codes
+from .dequant_math import (code_floats, decoded_block_fp16, decoded_fp16, dequant_slice, exact_dot, round_to,
+                           zero_codes)
 
 
 @triton.jit
@@ -25,13 +26,6 @@ def _x_tile(x_rows, perm_ptr, col, m_ok, K, HAS_PERM: tl.constexpr):
     else:
         xs = tl.load(x_rows + col[None, :], mask=m_ok[:, None] & (col[None, :] < K), other=0.0)
     return xs
-
-
-@triton.jit
-def _dot(a, b, acc, INTERPRET: tl.constexpr):
-    if INTERPRET:  # interpreter: numpy has no bf16 matmul; fp32 of 16-bit values is exact
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    return tl.dot(a, b, acc)
 
 
 @triton.jit
@@ -66,9 +60,9 @@ def _block_by_slices(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok, 
         else:  # exact in fp32, rounded once: the decoded weight
             w = round_to(dequant_slice(low, high, i, zero_b, scale_b, BITS), xs.dtype, INTERPRET)
         if SWAP_AB:
-            acc = _dot(w, tl.trans(xs), acc, INTERPRET)
+            acc = exact_dot(w, tl.trans(xs), acc, INTERPRET)
         else:
-            acc = _dot(xs, w, acc, INTERPRET)
+            acc = exact_dot(xs, w, acc, INTERPRET)
     return acc
 
 
@@ -86,7 +80,7 @@ def _whole_block_fp16(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok,
     zero16 = (zero_codes(z_ptr + s_idx, s_ok, HAS_ZP, BITS) + 1024).to(tl.float16)
     w = decoded_block_fp16(words, zero16, scale16, BITS)
     xs = _x_tile(x_rows, perm_ptr, blk * KB + tl.arange(0, KB), m_ok, K, HAS_PERM)
-    return _dot(xs, w, acc, INTERPRET)
+    return exact_dot(xs, w, acc, INTERPRET)
 
 
 @triton.jit

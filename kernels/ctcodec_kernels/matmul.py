@@ -73,7 +73,8 @@ def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Confi
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
         m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
         BITS=w.num_bits, GROUP=w.group, RUN=w.run, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
-        HALF=half_dequant(x2, w), WHOLE_BLOCK=cfg.whole_block, SWAP_AB=cfg.swap_ab, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
+        HALF=half_dequant(x2, w), WHOLE_BLOCK=cfg.whole_block, SWAP_AB=cfg.swap_ab,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
         INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if splits > 1:

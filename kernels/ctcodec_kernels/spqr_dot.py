@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .dequant_math import round_to
+from .dequant_math import exact_dot, round_to
 from .spqr import _extra_views, _tile_code, _tile_stats
 
 DOT_ROWS = 16  # x rows of the dot (tl.dot needs 16): fewer rows are padded with zeros
@@ -73,10 +73,7 @@ def spqr_dot_kernel(
             q, low, high = _tile_code(word_ptrs, ok, low, high, e_low, e_high, c, NU, W, P, BITS, INTERPRET)
             xc = tl.load(xr_ptr + (rm[:, None] * C + c) * NU + u[None, :], mask=u_ok[None, :], other=0.0)
             w_val = round_to((q - z) * s, xc.dtype, INTERPRET)  # the decoded weight
-            if INTERPRET:  # numpy has no bf16 matmul; fp32 of 16-bit values is exact
-                acc = tl.dot(w_val.to(tl.float32), tl.trans(xc.to(tl.float32)), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(w_val, tl.trans(xc), acc)
+            acc = exact_dot(w_val, tl.trans(xc), acc, INTERPRET)
 
     # Outliers: f32 corrections delta·x[col], OCH per row at a time (CSR), as in the matvec.
     o_lo = tl.load(o_off_ptr + rn, mask=row_ok, other=0)
