@@ -141,7 +141,7 @@ def check_correctness(device, n: int = 4096, k: int = 4096 + 64) -> list[str]:
     import torch
 
     import ctcodec_kernels as ck
-    from ctcodec_kernels.tuning import TUNERS
+    from ctcodec_kernels.tuning import tuner_for
 
     failures = []
     for bits in (4, 8):
@@ -154,7 +154,8 @@ def check_correctness(device, n: int = 4096, k: int = 4096 + 64) -> list[str]:
             for m, path in ((1, "gemv"), (1, "splitk"), (16, "splitk"), (256, "tiled")):
                 x = torch.randn(m, k, device=device, dtype=torch.float16)
                 ref = x.float() @ dense.T
-                configs = TUNERS[path].configs if not asym else TUNERS[path].configs[:1]
+                tuner = tuner_for(path, fp16=True)  # x is fp16: the GEMV's list has the tensor-core GEMV too
+                configs = tuner.configs if not asym else tuner.configs[:1]
                 for cfg in configs:
                     try:
                         y = ck.quant_matmul(x, w, path=path, config=cfg).float()
@@ -204,11 +205,19 @@ def sparse24_parts(dense24):
     return vals, mask
 
 
+def _fastest(configs, run) -> object:
+    """The fastest of `configs` for one call (do_bench, as the tuner times)."""
+    from triton.testing import do_bench
+
+    return min(configs, key=lambda c: do_bench(lambda: run(c), warmup=5, rep=20))
+
+
 def bench_matmul(shapes, rows, device, l2) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
     import ctcodec_kernels as ck
+    from ctcodec_kernels.tuning import GEMV, GEMV_FP16
 
     out = []
     for n, k in shapes:
@@ -222,6 +231,8 @@ def bench_matmul(shapes, rows, device, l2) -> list[dict]:
         for bits in (4, 8):
             words, scale, zp = _random_packed(n, k, bits, torch.float16, device, seed=n + k + bits)
             base = ck.prepare(words, scale, bits, GROUP, n, k)
+            if bits == 4:
+                base_w4 = base
             del words, scale, zp
             per = base.qweight.numel() * 4 + base.scales.numel() * 2
             ws = [base] + [_clone_weight(base) for _ in range(_copies(per, l2) - 1)]
@@ -239,9 +250,19 @@ def bench_matmul(shapes, rows, device, l2) -> list[dict]:
                 ws = contenders["w4"][0]
                 entry_rows[m]["w4_splitk_us"] = time_calls([lambda w=w: ck.quant_matmul(x, w, path="splitk")
                                                             for w in ws])
+                # Both GEMVs on their own (the tuned w4 row takes the faster), and what the tuner chose.
+                tc = [c for c in GEMV_FP16.configs if c.tensor_cores]
+                for label, configs in (("w4_tc_gemv_us", tc), ("w4_cuda_core_gemv_us", GEMV.configs)):
+                    cfg = _fastest(configs, lambda c: ck.quant_matmul(x, base_w4, path="gemv", config=c))
+                    entry_rows[m][label] = time_calls([lambda w=w: ck.quant_matmul(x, w, path="gemv", config=cfg)
+                                                       for w in ws])
+                    entry_rows[m][label.replace("_us", "_config")] = str(cfg)
             entry_rows[m]["path"] = ck.choose_path(m)
             r = entry_rows[m]
             extra = "".join(f"  {label} {r[label + '_us']:8.1f} us" for label in EXTRA_ROWS if label + "_us" in r)
+            if m == 1:
+                extra += (f"  W4 GEMV: tensor cores {r['w4_tc_gemv_us']:.1f} us, "
+                          f"CUDA cores {r['w4_cuda_core_gemv_us']:.1f} us")
             print(f"    M={m:4d} fp16 {r['torch_fp16_us']:8.1f} us  bf16 {r['torch_bf16_us']:8.1f} us  "
                   f"W4 {r['w4_us']:8.1f} us  W8 {r['w8_us']:8.1f} us{extra}", flush=True)
         out.extend(entry_rows.values())

@@ -1,6 +1,7 @@
 """y = x @ W.T for a pack-quantized W (W4A16 / W8A16): picks the path by M and launches it.
 
-- M == 1: GEMV (gemv.py), CUDA cores, memory-bound.
+- M == 1: GEMV, memory-bound: on CUDA cores (gemv.py), or for fp16 x on tensor cores
+  (gemv_tc.py) when the tuner times that faster.
 - 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py).
 - M > 32: tiled tensor-core GEMM (gemm.py; it too splits K when its tiles cannot fill
   the GPU), or, when the tuner times it faster, the weight decoded whole and torch.matmul.
@@ -16,8 +17,9 @@ from ._runtime import interpreting, on_device, require_runtime, sm_count
 from .decode import dequantize
 from .gemm import dot_kernel, sum_splits_kernel
 from .gemv import gemv_kernel
+from .gemv_tc import gemv_tc_kernel
 from .repack import PreparedWeight, prepare
-from .tuning import TUNERS, Config
+from .tuning import Config, tuner_for
 
 PATHS = ("gemv", "splitk", "tiled")
 SPLIT_K_MAX_M = 32
@@ -33,6 +35,9 @@ def _optional(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
 
 
 def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
+    if cfg.tensor_cores:
+        _launch_gemv_tc(x2, w, y, cfg, interp)
+        return
     grid = (triton.cdiv(w.n, cfg.block_n),)
     gemv_kernel[grid](
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), y,
@@ -41,6 +46,35 @@ def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Conf
         BLOCK_N=cfg.block_n, UNROLL=cfg.unroll, INTERPRET=interp,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
+
+
+def _launch_gemv_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
+    if x2.dtype != torch.float16:
+        raise ValueError(f"the tensor-core GEMV takes float16 x, got {x2.dtype}")
+    tiles = triton.cdiv(w.n, cfg.block_n)
+    splits, per = split_count(tiles, w.blocks, sm_count(y.device.index or 0))
+    out = _split_output(y, splits)
+    gemv_tc_kernel[(tiles, splits)](
+        x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
+        w.n, w.k, w.blocks, per, w.qweight.stride(0), w.n,
+        BITS=w.num_bits, GROUP=w.group, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
+        BLOCK_N=cfg.block_n, PARTIAL=splits > 1, INTERPRET=interp,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    _sum_splits(out, y, splits, interp)
+
+
+def _split_output(y: torch.Tensor, splits: int) -> torch.Tensor:
+    """Where a kernel writes: y itself, or fp32 partial sums [splits, *y.shape] to add up."""
+    return y if splits == 1 else torch.empty(splits, *y.shape, dtype=torch.float32, device=y.device)
+
+
+def _sum_splits(out: torch.Tensor, y: torch.Tensor, splits: int, interp: bool) -> None:
+    """y = the partials' sum in split order, rounded once (deterministic); nothing for one split."""
+    if splits > 1:
+        block = 1024
+        sum_splits_kernel[(triton.cdiv(y.numel(), block),)](out, y, y.numel(), splits, BLOCK=block,
+                                                            INTERPRET=interp, num_warps=4)
 
 
 def split_count(tiles: int, blocks: int, sms: int) -> tuple[int, int]:
@@ -68,7 +102,7 @@ def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Confi
     splits, per = (1, w.blocks)
     if cfg.split:
         splits, per = split_count(tiles, w.blocks, sm_count(y.device.index or 0))
-    out = y if splits == 1 else torch.empty(splits, m, w.n, dtype=torch.float32, device=y.device)
+    out = _split_output(y, splits)
     dot_kernel[(tiles, splits)](
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
         m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
@@ -77,11 +111,7 @@ def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Confi
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
         INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    if splits > 1:
-        block = 1024
-        sum_splits_kernel[(triton.cdiv(m * w.n, block),)](out, y, m * w.n, splits, BLOCK=block,
-                                                         INTERPRET=interp,
-                                                         num_warps=4)
+    _sum_splits(out, y, splits, interp)
 
 
 def _tuning_key(path: str, m: int, w: PreparedWeight, x: torch.Tensor) -> tuple:
@@ -123,7 +153,7 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
     with on_device(x, interp=interp):
         for r0 in range(0, m, step):
             xs, ys = (x2, y) if m <= step else (x2[r0:r0 + step], y[r0:r0 + step])
-            cfg = config or TUNERS[path].pick(_tuning_key(path, xs.shape[0], w, xs),
+            cfg = config or tuner_for(path, x.dtype == torch.float16).pick(_tuning_key(path, xs.shape[0], w, xs),
                                               lambda c: launch(xs, w, ys, c, interp))
             launch(xs, w, ys, cfg, interp)
     return y.reshape(*lead, w.n)

@@ -24,6 +24,7 @@ class Config:
     whole_block: bool = False  # tensor-core paths, fp16 dequant: one dot per kernel block
     swap_ab: bool = False  # tensor-core paths: W x^T, the weight as the MMA's A operand
     dense: bool = False  # tiled path: decode the whole weight, then torch.matmul (cuBLAS)
+    tensor_cores: bool = False  # GEMV, fp16 x: the tensor-core GEMV (gemv_tc.py)
 
 
 def _tuning_switched_off() -> bool:
@@ -76,6 +77,14 @@ GEMV = Tuner("gemv", [
     Config(block_n=64, unroll=2, num_warps=8),
     Config(block_n=4, unroll=8, num_warps=2),
 ])
+# fp16 x can also take the tensor-core GEMV: 2.4-3.3 instructions per weight on sm_90
+# instead of 4.2-5.3 (symmetric 4-bit), K split across programs for small N.
+GEMV_FP16 = Tuner("gemv fp16", [
+    Config(block_n=128, num_warps=4, num_stages=3, tensor_cores=True),
+    Config(block_n=256, num_warps=8, num_stages=3, tensor_cores=True),
+    Config(block_n=64, num_warps=4, num_stages=3, tensor_cores=True),
+    *GEMV.configs,
+])
 # Split-K dequantizes a whole block for one mma.sync dot (fewer instructions per weight
 # on sm_90 than a dot per code position); the tiled path's wgmma tiles do better per slice.
 SPLIT_K = Tuner("split-k", [
@@ -97,3 +106,8 @@ TILED = Tuner("tiled", [
     Config(block_n=0, num_warps=0, dense=True),
 ])
 TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}
+
+
+def tuner_for(path: str, fp16: bool) -> Tuner:
+    """The tuner of a path for x in fp16 (`fp16`) or bf16: the tensor-core GEMV takes fp16 only."""
+    return GEMV_FP16 if fp16 and path == "gemv" else TUNERS[path]

@@ -1,0 +1,136 @@
+"""GEMV (M = 1) on tensor cores, for fp16 x: y = W x with fewer instructions per weight
+than the CUDA-core GEMV (gemv.py), which a memory-bound loop needs to keep up with HBM.
+
+Per word the work is bit tricks on whole registers, two weights at a time:
+- `(word >> s) & 0x000F000F | 0x64006400` is the fp16 pair (1024 + q, 1024 + q') of codes
+  p and p + PPW/2 in one LOP3; the codes at bit 4 of each half need no shift at all
+  (mask 0x00F000F0 gives 1024 + 16 q, and one FMA by 1/16 lands on q - zp exactly);
+- one packed HADD2 / HFMA2 subtracts 1024 + 2**(b-1), which leaves q - 2**(b-1)
+  exactly (small integers, exact in fp16);
+- wgmma multiplies those by x in fp32. The products are exact, as in the CUDA-core GEMV.
+Stored zero points are applied per group in the epilogue, (zp - 2**(b-1)) times the
+group's sum of x, because a per-row zero pair broadcast over the tile compiled to a byte
+permute per register (sm_90: 3.8-4.2 instructions per weight, spills, against 3.3-4.3).
+
+The pair sits in one register with its two codes as adjacent k, which is what an MMA's A
+fragment holds, so the k order is chosen to match the fragment (see _k_order) and x is
+read in that order instead of moving weights between threads. The scale is not applied
+per weight: the B operand has one column of x per scale group of the block (column c
+holds x where the code's group is c, else 0), so the MMA gives each group's partial sum
+of (q - zp) x on its own, and the epilogue multiplies those by the scales in fp32. That is
+the CUDA-core GEMV's arithmetic (exact products, the scale once per partial sum), so both
+are checked against the same bound.
+
+Compiled for sm_90, the symmetric 4-bit main loop costs 2.4-3.3 instructions per weight
+where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few rows give few programs, so K is also
+split across programs, as in the split-K kernel, with the same deterministic sum.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .dequant_math import exact_dot, round_to, zero_codes
+
+
+
+@triton.jit
+def _halves(t):
+    """The two fp16 halves of int32 `t` as a trailing pair axis (the same register on the GPU)."""
+    lo = t.to(tl.int16).to(tl.float16, bitcast=True)
+    hi = (t >> 16).to(tl.int16).to(tl.float16, bitcast=True)
+    return tl.join(lo, hi)
+
+
+@triton.jit
+def _pair(words, p: tl.constexpr, ZERO: tl.constexpr, BITS: tl.constexpr):
+    """q - ZERO of codes p (low half) and p + PPW/2 (high half) of every word, exact in
+    fp16, as a trailing axis of 2."""
+    if BITS == 4 and p % 2 == 1:  # the code at bit 4 of each half: 1024 + 16 q, no shift
+        v = _halves(((words >> ((p - 1) * 4)) & 0x00F000F0) | 0x64006400)
+        d = tl.fma(v, 0.0625, -(ZERO + 64.0))
+    else:
+        mask: tl.constexpr = ((1 << BITS) - 1) * 0x00010001
+        d = _halves(((words >> (p * BITS)) & mask) | 0x64006400) - (ZERO + 1024.0)
+    return d
+
+
+@triton.jit
+def _k_order(KB: tl.constexpr, HALFW: tl.constexpr):
+    """For each k of a block's dot (the order _block_tile builds), the code position and
+    the word it comes from. k = p*64 + ch*16 + sec*8 + c*2 + h holds code p + h*HALFW of
+    word c*8 + ch*2 + sec: in each 16-wide k chunk a thread's MMA fragment then holds the
+    pairs (k, k+1) and (k+8, k+9), i.e. the two halves of one register of words it loaded."""
+    rk = tl.arange(0, KB)
+    rem = rk % 64
+    code = rk // 64 + (rem % 2) * HALFW
+    word = ((rem % 8) // 2) * 8 + (rem // 16) * 2 + (rem % 16) // 8
+    return code, word
+
+
+@triton.jit
+def _block_tile(words, BITS: tl.constexpr):
+    """The block's q - 2**(BITS-1) as one [BLOCK_N, KB] fp16 tile in _k_order."""
+    PPW: tl.constexpr = 32 // BITS
+    KB: tl.constexpr = 32 * PPW
+    MID: tl.constexpr = 1 << (BITS - 1)
+    BLOCK_N: tl.constexpr = words.shape[0]
+    w4 = tl.reshape(words, (BLOCK_N, 4, 4, 2))  # word j = c*8 + ch*2 + sec -> [., c, ch, sec]
+    if BITS == 4:
+        j01 = tl.join(_pair(w4, 0, MID, BITS), _pair(w4, 1, MID, BITS))
+        j23 = tl.join(_pair(w4, 2, MID, BITS), _pair(w4, 3, MID, BITS))
+        tile = tl.permute(tl.join(j01, j23), (0, 6, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, a, b] -> p = a + 2b first
+    else:
+        tile = tl.permute(tl.join(_pair(w4, 0, MID, BITS), _pair(w4, 1, MID, BITS)), (0, 5, 2, 3, 1, 4))
+    return tl.reshape(tile, (BLOCK_N, KB))
+
+
+@triton.jit
+def gemv_tc_kernel(
+    x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, out_ptr,
+    N, K, NBLK, BLK_PER_SPLIT, stride_qn, stride_os,
+    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr,
+    BLOCK_N: tl.constexpr, PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    PPW: tl.constexpr = 32 // BITS
+    HALFW: tl.constexpr = PPW // 2
+    KB: tl.constexpr = 32 * PPW
+    RUN: tl.constexpr = min(PPW, GROUP // 32)  # code positions sharing a scale row
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = rn < N
+    r16 = tl.arange(0, 16)
+    w_ptrs = qw_ptr + rn[:, None] * stride_qn + tl.arange(0, 32)[None, :]
+    code, word = _k_order(KB, HALFW)
+    xcol = code * 32 + word  # kernel column of each k
+    group_col = code // RUN  # the B column (scale group of the block) of each k
+    s_ok = n_ok[:, None] & (r16 < PPW // RUN)[None, :]
+    acc = tl.zeros([BLOCK_N, 16], dtype=tl.float32)
+    lo = tl.program_id(1) * BLK_PER_SPLIT
+    hi = tl.minimum(lo + BLK_PER_SPLIT, NBLK)
+    for blk in range(lo, hi):
+        words = tl.load(w_ptrs + blk * 32, mask=n_ok[:, None], other=0)
+        w = _block_tile(words, BITS)
+        col = blk * KB + xcol
+        if HAS_PERM:
+            src = tl.load(perm_ptr + col)  # -1 = padding
+            xv = tl.load(x_ptr + src, mask=src >= 0, other=0.0)
+        else:
+            xv = tl.load(x_ptr + col, mask=col < K, other=0.0)
+        xt = tl.where(group_col[:, None] == r16[None, :], xv[:, None], 0.0).to(tl.float16)
+        part = exact_dot(w, xt, tl.zeros([BLOCK_N, 16], dtype=tl.float32), INTERPRET)
+        g = (blk * KB + r16 * (RUN * 32)) // GROUP
+        s_idx = g[None, :] * N + rn[:, None]
+        if HAS_ZP:  # the tile was q - MID: subtract (zp - MID) times the group's sum of x
+            # The sums as an MMA of ones (every row the same): a tl.sum over the tile
+            # compiled to more instructions and spilled (sm_90).
+            ones = tl.full([16, KB], 1.0, tl.float16)
+            xsum = tl.max(exact_dot(ones, xt, tl.zeros([16, 16], dtype=tl.float32), INTERPRET), axis=0)
+            part -= (zero_codes(z_ptr + s_idx, s_ok, HAS_ZP, BITS) - (1 << (BITS - 1))) * xsum[None, :]
+        s = tl.load(s_ptr + s_idx, mask=s_ok, other=0.0)
+        acc = tl.fma(part, s.to(tl.float32), acc)
+    y = tl.sum(acc, axis=1)
+    if PARTIAL:
+        tl.store(out_ptr + tl.program_id(1) * stride_os + rn, y, mask=n_ok)
+    else:
+        tl.store(out_ptr + rn, round_to(y, out_ptr.dtype.element_ty, INTERPRET), mask=n_ok)
