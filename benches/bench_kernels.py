@@ -154,7 +154,7 @@ def check_correctness(device, n: int = 4096, k: int = 4096 + 64) -> list[str]:
             for m, path in ((1, "gemv"), (1, "splitk"), (16, "splitk"), (256, "tiled")):
                 x = torch.randn(m, k, device=device, dtype=torch.float16)
                 ref = x.float() @ dense.T
-                tuner = tuner_for(path, fp16=True)  # x is fp16: the GEMV's list has the tensor-core GEMV too
+                tuner = tuner_for(path, tensor_core_gemv=True)  # fp16 x: the tensor-core GEMV's list
                 configs = tuner.configs if not asym else tuner.configs[:1]
                 for cfg in configs:
                     try:
@@ -217,7 +217,7 @@ def bench_matmul(shapes, rows, device, l2) -> list[dict]:
     import torch.nn.functional as F
 
     import ctcodec_kernels as ck
-    from ctcodec_kernels.tuning import GEMV, GEMV_FP16
+    from ctcodec_kernels.tuning import GEMV, GEMV_TC
 
     out = []
     for n, k in shapes:
@@ -251,7 +251,7 @@ def bench_matmul(shapes, rows, device, l2) -> list[dict]:
                 entry_rows[m]["w4_splitk_us"] = time_calls([lambda w=w: ck.quant_matmul(x, w, path="splitk")
                                                             for w in ws])
                 # Both GEMVs on their own (the tuned w4 row takes the faster), and what the tuner chose.
-                tc = [c for c in GEMV_FP16.configs if c.tensor_cores]
+                tc = [c for c in GEMV_TC.configs if c.tensor_cores]
                 for label, configs in (("w4_tc_gemv_us", tc), ("w4_cuda_core_gemv_us", GEMV.configs)):
                     cfg = _fastest(configs, lambda c: ck.quant_matmul(x, base_w4, path="gemv", config=c))
                     entry_rows[m][label] = time_calls([lambda w=w: ck.quant_matmul(x, w, path="gemv", config=cfg)

@@ -1,4 +1,4 @@
-"""GEMV (M = 1) on tensor cores, for fp16 x: y = W x with fewer instructions per weight
+"""GEMV (M = 1) on tensor cores, for fp16 x (and bf16 x with 4-bit codes): y = W x with fewer instructions per weight
 than the CUDA-core GEMV (gemv.py), which a memory-bound loop needs to keep up with HBM.
 
 Per word the work is bit tricks on whole registers, two weights at a time:
@@ -21,8 +21,11 @@ of (q - zp) x on its own, and the epilogue multiplies those by the scales in fp3
 the CUDA-core GEMV's arithmetic (exact products, the scale once per partial sum), so both
 are checked against the same bound.
 
+bf16 has 7 fraction bits: 0x4300 | q is 128 + q for 4-bit codes, a shift per pair (the
+code at bit 4 would reach the exponent), and 8-bit codes do not fit (CUDA-core GEMV).
+
 Compiled for sm_90, the symmetric 4-bit main loop costs 2.4-3.3 instructions per weight
-where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few rows give few programs, so K is also
+(bf16: 2.7) where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few rows give few programs, so K is also
 split across programs, as in the split-K kernel, with the same deterministic sum.
 """
 
@@ -36,23 +39,31 @@ from .dequant_math import exact_dot, round_to, zero_codes
 
 
 @triton.jit
-def _halves(t):
-    """The two fp16 halves of int32 `t` as a trailing pair axis (the same register on the GPU)."""
-    lo = t.to(tl.int16).to(tl.float16, bitcast=True)
-    hi = (t >> 16).to(tl.int16).to(tl.float16, bitcast=True)
+def _halves(t, DT: tl.constexpr):
+    """The two 16-bit halves of int32 `t` as DT (fp16 or bf16), a trailing pair axis (the
+    same register on the GPU)."""
+    lo = t.to(tl.int16).to(DT, bitcast=True)
+    hi = (t >> 16).to(tl.int16).to(DT, bitcast=True)
     return tl.join(lo, hi)
 
 
 @triton.jit
-def _pair(words, p: tl.constexpr, ZERO: tl.constexpr, BITS: tl.constexpr):
+def _pair(words, p: tl.constexpr, ZERO: tl.constexpr, BITS: tl.constexpr, BF16: tl.constexpr,
+          INTERPRET: tl.constexpr):
     """q - ZERO of codes p (low half) and p + PPW/2 (high half) of every word, exact in
-    fp16, as a trailing axis of 2."""
-    if BITS == 4 and p % 2 == 1:  # the code at bit 4 of each half: 1024 + 16 q, no shift
-        v = _halves(((words >> ((p - 1) * 4)) & 0x00F000F0) | 0x64006400)
+    fp16 (bf16 for BF16, 4-bit only), as a trailing axis of 2."""
+    if BF16:  # 0x4300 | q is the bf16 128 + q (7 fraction bits: 4-bit codes only)
+        v = _halves(((words >> (p * 4)) & 0x000F000F) | 0x43004300, tl.bfloat16)
+        if INTERPRET:  # no bf16 arithmetic there; exact either way (small integers)
+            d = (v.to(tl.float32) - (ZERO + 128.0)).to(tl.bfloat16)
+        else:
+            d = v - (ZERO + 128.0)
+    elif BITS == 4 and p % 2 == 1:  # the code at bit 4 of each half: 1024 + 16 q, no shift
+        v = _halves(((words >> ((p - 1) * 4)) & 0x00F000F0) | 0x64006400, tl.float16)
         d = tl.fma(v, 0.0625, -(ZERO + 64.0))
     else:
         mask: tl.constexpr = ((1 << BITS) - 1) * 0x00010001
-        d = _halves(((words >> (p * BITS)) & mask) | 0x64006400) - (ZERO + 1024.0)
+        d = _halves(((words >> (p * BITS)) & mask) | 0x64006400, tl.float16) - (ZERO + 1024.0)
     return d
 
 
@@ -70,19 +81,19 @@ def _k_order(KB: tl.constexpr, HALFW: tl.constexpr):
 
 
 @triton.jit
-def _block_tile(words, BITS: tl.constexpr):
-    """The block's q - 2**(BITS-1) as one [BLOCK_N, KB] fp16 tile in _k_order."""
+def _block_tile(words, BITS: tl.constexpr, BF16: tl.constexpr, INTERPRET: tl.constexpr):
+    """The block's q - 2**(BITS-1) as one [BLOCK_N, KB] fp16 (bf16) tile in _k_order."""
     PPW: tl.constexpr = 32 // BITS
     KB: tl.constexpr = 32 * PPW
     MID: tl.constexpr = 1 << (BITS - 1)
     BLOCK_N: tl.constexpr = words.shape[0]
     w4 = tl.reshape(words, (BLOCK_N, 4, 4, 2))  # word j = c*8 + ch*2 + sec -> [., c, ch, sec]
     if BITS == 4:
-        j01 = tl.join(_pair(w4, 0, MID, BITS), _pair(w4, 1, MID, BITS))
-        j23 = tl.join(_pair(w4, 2, MID, BITS), _pair(w4, 3, MID, BITS))
+        j01 = tl.join(_pair(w4, 0, MID, BITS, BF16, INTERPRET), _pair(w4, 1, MID, BITS, BF16, INTERPRET))
+        j23 = tl.join(_pair(w4, 2, MID, BITS, BF16, INTERPRET), _pair(w4, 3, MID, BITS, BF16, INTERPRET))
         tile = tl.permute(tl.join(j01, j23), (0, 6, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, a, b] -> p = a + 2b first
     else:
-        tile = tl.permute(tl.join(_pair(w4, 0, MID, BITS), _pair(w4, 1, MID, BITS)), (0, 5, 2, 3, 1, 4))
+        tile = tl.permute(tl.join(_pair(w4, 0, MID, BITS, BF16, INTERPRET), _pair(w4, 1, MID, BITS, BF16, INTERPRET)), (0, 5, 2, 3, 1, 4))
     return tl.reshape(tile, (BLOCK_N, KB))
 
 
@@ -91,8 +102,10 @@ def gemv_tc_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, out_ptr,
     N, K, NBLK, BLK_PER_SPLIT, stride_qn, stride_os,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr,
-    BLOCK_N: tl.constexpr, PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
+    BLOCK_N: tl.constexpr, BF16: tl.constexpr, PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
 ):
+    # BF16 (4-bit only): x, the tile and the MMA in bf16; the codes by the bf16 magic 128.
+    XT: tl.constexpr = tl.bfloat16 if BF16 else tl.float16
     PPW: tl.constexpr = 32 // BITS
     HALFW: tl.constexpr = PPW // 2
     KB: tl.constexpr = 32 * PPW
@@ -110,21 +123,21 @@ def gemv_tc_kernel(
     hi = tl.minimum(lo + BLK_PER_SPLIT, NBLK)
     for blk in range(lo, hi):
         words = tl.load(w_ptrs + blk * 32, mask=n_ok[:, None], other=0)
-        w = _block_tile(words, BITS)
+        w = _block_tile(words, BITS, BF16, INTERPRET)
         col = blk * KB + xcol
         if HAS_PERM:
             src = tl.load(perm_ptr + col)  # -1 = padding
             xv = tl.load(x_ptr + src, mask=src >= 0, other=0.0)
         else:
             xv = tl.load(x_ptr + col, mask=col < K, other=0.0)
-        xt = tl.where(group_col[:, None] == r16[None, :], xv[:, None], 0.0).to(tl.float16)
+        xt = tl.where(group_col[:, None] == r16[None, :], xv[:, None], 0.0).to(XT)
         part = exact_dot(w, xt, tl.zeros([BLOCK_N, 16], dtype=tl.float32), INTERPRET)
         g = (blk * KB + r16 * (RUN * 32)) // GROUP
         s_idx = g[None, :] * N + rn[:, None]
         if HAS_ZP:  # the tile was q - MID: subtract (zp - MID) times the group's sum of x
             # The sums as an MMA of ones (every row the same): a tl.sum over the tile
             # compiled to more instructions and spilled (sm_90).
-            ones = tl.full([16, KB], 1.0, tl.float16)
+            ones = tl.full([16, KB], 1.0, XT)
             xsum = tl.max(exact_dot(ones, xt, tl.zeros([16, 16], dtype=tl.float32), INTERPRET), axis=0)
             part -= (zero_codes(z_ptr + s_idx, s_ok, HAS_ZP, BITS) - (1 << (BITS - 1))) * xsum[None, :]
         s = tl.load(s_ptr + s_idx, mask=s_ok, other=0.0)

@@ -49,8 +49,9 @@ def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Conf
 
 
 def _launch_gemv_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
-    if x2.dtype != torch.float16:
-        raise ValueError(f"the tensor-core GEMV takes float16 x, got {x2.dtype}")
+    if not tensor_core_gemv_takes(x2.dtype, w.num_bits):
+        raise ValueError(f"the tensor-core GEMV takes float16 x, or bfloat16 x with 4-bit weights; "
+                         f"got {x2.dtype} x with {w.num_bits}-bit weights")
     tiles = triton.cdiv(w.n, cfg.block_n)
     splits, per = split_count(tiles, w.blocks, sm_count(y.device.index or 0))
     out = _split_output(y, splits)
@@ -58,10 +59,15 @@ def _launch_gemv_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: C
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
         w.n, w.k, w.blocks, per, w.qweight.stride(0), w.n,
         BITS=w.num_bits, GROUP=w.group, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
-        BLOCK_N=cfg.block_n, PARTIAL=splits > 1, INTERPRET=interp,
+        BLOCK_N=cfg.block_n, BF16=x2.dtype == torch.bfloat16, PARTIAL=splits > 1, INTERPRET=interp,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     _sum_splits(out, y, splits, interp)
+
+
+def tensor_core_gemv_takes(dtype: torch.dtype, bits: int) -> bool:
+    """fp16 x, or bf16 x with 4-bit codes (bf16's 7 fraction bits hold 128 + q only for q < 128)."""
+    return dtype == torch.float16 or (dtype == torch.bfloat16 and bits == 4)
 
 
 def _split_output(y: torch.Tensor, splits: int) -> torch.Tensor:
@@ -153,7 +159,8 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
     with on_device(x, interp=interp):
         for r0 in range(0, m, step):
             xs, ys = (x2, y) if m <= step else (x2[r0:r0 + step], y[r0:r0 + step])
-            cfg = config or tuner_for(path, x.dtype == torch.float16).pick(_tuning_key(path, xs.shape[0], w, xs),
+            tuner = tuner_for(path, tensor_core_gemv_takes(x.dtype, w.num_bits))
+            cfg = config or tuner.pick(_tuning_key(path, xs.shape[0], w, xs),
                                               lambda c: launch(xs, w, ys, c, interp))
             launch(xs, w, ys, cfg, interp)
     return y.reshape(*lead, w.n)

@@ -77,9 +77,9 @@ GEMV = Tuner("gemv", [
     Config(block_n=64, unroll=2, num_warps=8),
     Config(block_n=4, unroll=8, num_warps=2),
 ])
-# fp16 x can also take the tensor-core GEMV: 2.4-3.3 instructions per weight on sm_90
+# fp16 x (and bf16 x with 4-bit codes) can also take the tensor-core GEMV: 2.4-3.3 instructions per weight on sm_90
 # instead of 4.2-5.3 (symmetric 4-bit), K split across programs for small N.
-GEMV_FP16 = Tuner("gemv fp16", [
+GEMV_TC = Tuner("gemv, tensor cores first", [
     Config(block_n=128, num_warps=4, num_stages=3, tensor_cores=True),
     Config(block_n=256, num_warps=8, num_stages=3, tensor_cores=True),
     Config(block_n=64, num_warps=4, num_stages=3, tensor_cores=True),
@@ -108,6 +108,7 @@ TILED = Tuner("tiled", [
 TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}
 
 
-def tuner_for(path: str, fp16: bool) -> Tuner:
-    """The tuner of a path for x in fp16 (`fp16`) or bf16: the tensor-core GEMV takes fp16 only."""
-    return GEMV_FP16 if fp16 and path == "gemv" else TUNERS[path]
+def tuner_for(path: str, tensor_core_gemv: bool) -> Tuner:
+    """The tuner of a path; the GEMV's list has the tensor-core GEMV where it takes the
+    weight and x (`matmul.tensor_core_gemv_takes`)."""
+    return GEMV_TC if tensor_core_gemv and path == "gemv" else TUNERS[path]

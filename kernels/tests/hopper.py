@@ -93,7 +93,7 @@ def cases():
     from ctcodec_kernels.gemm import dot_kernel, sum_splits_kernel
     from ctcodec_kernels.gemv import gemv_kernel
     from ctcodec_kernels.gemv_tc import gemv_tc_kernel
-    from ctcodec_kernels.tuning import GEMV, GEMV_FP16, SPLIT_K, TILED
+    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, TILED
 
     out = []
     # Every config once (4-bit, the heavier unpacking), and each kind of weight once.
@@ -110,16 +110,17 @@ def cases():
                     c.num_warps, c.num_stages))
     # The tensor-core GEMV (fp16 x): every config with the common weight (symmetric 4-bit,
     # group 128), and each kind of weight with the first config.
-    tc = [c for c in GEMV_FP16.configs if c.tensor_cores]
-    tc_cases = [(4, False, False, 128, c) for c in tc]
-    tc_cases += [(4, True, True, 32, tc[0]), (4, True, False, 128, tc[0]), (8, False, False, 128, tc[0]),
-                 (8, True, True, 64, tc[0])]
-    for bits, zp, perm, group, c in tc_cases:
+    tc = [c for c in GEMV_TC.configs if c.tensor_cores]
+    tc_cases = [(4, False, False, 128, "fp16", c) for c in tc]
+    tc_cases += [(4, True, True, 32, "fp16", tc[0]), (4, True, False, 128, "fp16", tc[0]),
+                 (8, False, False, 128, "fp16", tc[0]), (8, True, True, 64, "fp16", tc[0]),
+                 (4, False, False, 128, "bf16", tc[0]), (4, True, False, 128, "bf16", tc[0])]
+    for bits, zp, perm, group, xtype, c in tc_cases:
         per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
-        out.append((f"tc-gemv b{bits} zp={zp} perm={perm} g{group} {c.block_n} w{c.num_warps}", gemv_tc_kernel,
-                    {**_QUANT, **_INTS, "s_ptr": "*fp16", "out_ptr": "*fp32"},
-                    dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=perm, BLOCK_N=c.block_n, PARTIAL=True,
-                         INTERPRET=False, _weights_per_thread=per_thread),
+        out.append((f"tc-gemv b{bits} zp={zp} perm={perm} g{group} {xtype} {c.block_n} w{c.num_warps}",
+                    gemv_tc_kernel, {**_QUANT, **_INTS, "x_ptr": f"*{xtype}", "s_ptr": f"*{xtype}", "out_ptr": "*fp32"},
+                    dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=perm, BLOCK_N=c.block_n, BF16=xtype == "bf16",
+                         PARTIAL=True, INTERPRET=False, _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
     # Tensor-core paths: fp16 x with fp16 scales dequantizes in fp16 (HALF); bf16 and the
     # fp32 dequantization of fp16 are there too, so a run shows both.

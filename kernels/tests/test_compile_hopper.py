@@ -74,7 +74,7 @@ def test_tensor_core_gemv_costs_fewer_instructions(compiled):
     # the CUDA-core GEMV's exact fp32 scheme (at least an AND, an FMA and a product per
     # weight): symmetric 4-bit, every config of each, the best of each compared.
     tc = [row["instructions_per_weight"] for name, row in compiled.items()
-          if name.startswith("tc-gemv b4 zp=False perm=False g128")]
+          if name.startswith("tc-gemv b4 zp=False perm=False g128 fp16")]
     cuda_cores = [row["instructions_per_weight"] for name, row in compiled.items()
                   if name.startswith("gemv b4 zp=False perm=False")]
     assert tc and cuda_cores
@@ -83,3 +83,7 @@ def test_tensor_core_gemv_costs_fewer_instructions(compiled):
     # Zero points and act order cost more, but still less than the CUDA-core GEMV's 6.1.
     zp = [row["instructions_per_weight"] for name, row in compiled.items() if name.startswith("tc-gemv b4 zp=True")]
     assert zp and max(zp) < 4.5, zp
+    # bf16 x (4-bit): a shift per code pair (bf16 has no room for the code at bit 4).
+    bf16 = [row["instructions_per_weight"] for name, row in compiled.items() if name.startswith("tc-gemv b4 zp=False")
+            and " bf16 " in name]
+    assert bf16 and max(bf16) < 0.75 * min(cuda_cores), (bf16, cuda_cores)

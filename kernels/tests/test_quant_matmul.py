@@ -84,17 +84,21 @@ def test_gemv_configs(device, config):
 TC_GEMV = Config(block_n=128, num_warps=4, num_stages=3, tensor_cores=True)
 
 
-@pytest.mark.parametrize("bits,group,asym,act_order", [
-    (4, 128, False, False), (4, 32, True, False), (4, 64, False, True), (4, None, True, False),
-    (4, 512, False, False), (8, 32, False, False), (8, 64, True, True), (8, 128, True, False), (8, None, False, False),
+@pytest.mark.parametrize("bits,group,asym,act_order,dtype", [
+    (4, 128, False, False, torch.float16), (4, 32, True, False, torch.float16), (4, 64, False, True, torch.float16),
+    (4, None, True, False, torch.float16), (4, 512, False, False, torch.float16),
+    (8, 32, False, False, torch.float16), (8, 64, True, True, torch.float16), (8, 128, True, False, torch.float16),
+    (8, None, False, False, torch.float16),
+    (4, 128, False, False, torch.bfloat16), (4, 32, True, True, torch.bfloat16), (4, None, True, False, torch.bfloat16),
 ])
 @pytest.mark.parametrize("n,k", [(70, 1000), (130, 300)])
-def test_tensor_core_gemv(device, bits, group, asym, act_order, n, k):
+def test_tensor_core_gemv(device, bits, group, asym, act_order, dtype, n, k):
     # Every group layout the repack gives (32 and 64 columns: a scale column per code pair
     # or two, 128: per half block, per channel and 512: per block or more), zero points
-    # (applied in the epilogue), act order, rows past a tile, K split across programs.
-    qw = random_weight(n + k + bits, bits, n, k, group, asym=asym, act_order=act_order)
-    check(qw, _x(n + k, (1, k), torch.float16), "gemv", device, TC_GEMV)
+    # (applied in the epilogue), act order, rows past a tile, K split across programs;
+    # bf16 x with 4-bit codes.
+    qw = random_weight(n + k + bits, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=dtype)
+    check(qw, _x(n + k, (1, k), dtype), "gemv", device, TC_GEMV)
 
 
 @pytest.mark.parametrize("config", [replace(TC_GEMV, block_n=64), replace(TC_GEMV, block_n=256, num_warps=8)])
@@ -103,10 +107,10 @@ def test_tensor_core_gemv_configs(device, config):
     check(qw, _x(13, (1, 700), torch.float16), "gemv", device, config)
 
 
-def test_tensor_core_gemv_is_fp16_only(device):
-    qw = random_weight(14, 4, 16, 256, 128)
+def test_tensor_core_gemv_refuses_bf16_with_8_bits(device):
+    qw = random_weight(14, 8, 16, 256, 128)
     args, kw = qw.prepare_args(device)
-    with pytest.raises(ValueError, match="float16"):
+    with pytest.raises(ValueError, match="4-bit"):
         ck.quant_matmul(_x(14, (1, 256), torch.bfloat16).to(device), ck.prepare(*args, **kw), path="gemv",
                         config=TC_GEMV)
 
