@@ -88,62 +88,96 @@ def _block_tile(words, BITS: tl.constexpr, BF16: tl.constexpr, INTERPRET: tl.con
     MID: tl.constexpr = 1 << (BITS - 1)
     BLOCK_N: tl.constexpr = words.shape[0]
     w4 = tl.reshape(words, (BLOCK_N, 4, 4, 2))  # word j = c*8 + ch*2 + sec -> [., c, ch, sec]
+    p0 = _pair(w4, 0, MID, BITS, BF16, INTERPRET)
+    p1 = _pair(w4, 1, MID, BITS, BF16, INTERPRET)
     if BITS == 4:
-        j01 = tl.join(_pair(w4, 0, MID, BITS, BF16, INTERPRET), _pair(w4, 1, MID, BITS, BF16, INTERPRET))
         j23 = tl.join(_pair(w4, 2, MID, BITS, BF16, INTERPRET), _pair(w4, 3, MID, BITS, BF16, INTERPRET))
-        tile = tl.permute(tl.join(j01, j23), (0, 6, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, a, b] -> p = a + 2b first
+        tile = tl.permute(tl.join(tl.join(p0, p1), j23), (0, 6, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, a, b]: p = a + 2b
     else:
-        tile = tl.permute(tl.join(_pair(w4, 0, MID, BITS, BF16, INTERPRET), _pair(w4, 1, MID, BITS, BF16, INTERPRET)), (0, 5, 2, 3, 1, 4))
+        tile = tl.permute(tl.join(p0, p1), (0, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, p]
     return tl.reshape(tile, (BLOCK_N, KB))
+
+
+@triton.jit
+def _x_tile(x_ptr, perm_ptr, rm_c, col, K, stride_xm, BLOCK_M: tl.constexpr, HAS_PERM: tl.constexpr):
+    """x at kernel columns `col` [KB] (0 for padding columns): [KB] for one row of x, else
+    [KB, COLS] with column c holding row rm_c[c] (a real row: B's columns never mix, so
+    those of rows past M only need to be finite)."""
+    if HAS_PERM:
+        src = tl.load(perm_ptr + col)  # -1 = padding
+        ok = src >= 0
+    else:
+        src = col
+        ok = col < K
+    if BLOCK_M == 1:
+        xv = tl.load(x_ptr + src, mask=ok, other=0.0)
+    else:
+        xv = tl.load(x_ptr + rm_c[None, :] * stride_xm + src[:, None], mask=ok[:, None], other=0.0)
+    return xv
 
 
 @triton.jit
 def gemv_tc_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, out_ptr,
-    N, K, NBLK, BLK_PER_SPLIT, stride_qn, stride_os,
+    M, N, K, NBLK, BLK_PER_SPLIT, stride_xm, stride_qn, stride_om, stride_os,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr,
-    BLOCK_N: tl.constexpr, BF16: tl.constexpr, PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BF16: tl.constexpr, PARTIAL: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     # BF16 (4-bit only): x, the tile and the MMA in bf16; the codes by the bf16 magic 128.
+    # BLOCK_M rows of x (program_id 2 walks row tiles): B has a column per (row, group).
     XT: tl.constexpr = tl.bfloat16 if BF16 else tl.float16
     PPW: tl.constexpr = 32 // BITS
     HALFW: tl.constexpr = PPW // 2
     KB: tl.constexpr = 32 * PPW
     RUN: tl.constexpr = min(PPW, GROUP // 32)  # code positions sharing a scale row
+    NG: tl.constexpr = PPW // RUN  # scale groups per block
+    COLS: tl.constexpr = max(16, BLOCK_M * NG)  # tl.dot's N is at least 16
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = rn < N
-    r16 = tl.arange(0, 16)
+    rc = tl.arange(0, COLS)
+    c_row = rc // NG  # B column c: row c // NG of the tile's rows, group c % NG of the block
+    c_grp = rc % NG
+    rm_c = tl.program_id(2) * BLOCK_M + c_row
+    c_ok = (c_row < BLOCK_M) & (rm_c < M)
+    rm_c = tl.minimum(rm_c, M - 1)
     w_ptrs = qw_ptr + rn[:, None] * stride_qn + tl.arange(0, 32)[None, :]
     code, word = _k_order(KB, HALFW)
     xcol = code * 32 + word  # kernel column of each k
-    group_col = code // RUN  # the B column (scale group of the block) of each k
-    s_ok = n_ok[:, None] & (r16 < PPW // RUN)[None, :]
-    acc = tl.zeros([BLOCK_N, 16], dtype=tl.float32)
+    group_col = code // RUN  # the scale group (within the block) of each k
+    s_ok = n_ok[:, None] & c_ok[None, :]
+    acc = tl.zeros([BLOCK_N, COLS], dtype=tl.float32)
     lo = tl.program_id(1) * BLK_PER_SPLIT
     hi = tl.minimum(lo + BLK_PER_SPLIT, NBLK)
     for blk in range(lo, hi):
         words = tl.load(w_ptrs + blk * 32, mask=n_ok[:, None], other=0)
         w = _block_tile(words, BITS, BF16, INTERPRET)
-        col = blk * KB + xcol
-        if HAS_PERM:
-            src = tl.load(perm_ptr + col)  # -1 = padding
-            xv = tl.load(x_ptr + src, mask=src >= 0, other=0.0)
+        xv = _x_tile(x_ptr, perm_ptr, rm_c, blk * KB + xcol, K, stride_xm, BLOCK_M, HAS_PERM)
+        if BLOCK_M == 1:
+            xt = tl.where(group_col[:, None] == c_grp[None, :], xv[:, None], 0.0).to(XT)
         else:
-            xv = tl.load(x_ptr + col, mask=col < K, other=0.0)
-        xt = tl.where(group_col[:, None] == r16[None, :], xv[:, None], 0.0).to(XT)
-        part = exact_dot(w, xt, tl.zeros([BLOCK_N, 16], dtype=tl.float32), INTERPRET)
-        g = (blk * KB + r16 * (RUN * 32)) // GROUP
+            xt = tl.where(group_col[:, None] == c_grp[None, :], xv, 0.0).to(XT)
+        part = exact_dot(w, xt, tl.zeros([BLOCK_N, COLS], dtype=tl.float32), INTERPRET)
+        g = (blk * KB + c_grp * (RUN * 32)) // GROUP
         s_idx = g[None, :] * N + rn[:, None]
         if HAS_ZP:  # the tile was q - MID: subtract (zp - MID) times the group's sum of x
             # The sums as an MMA of ones (every row the same): a tl.sum over the tile
             # compiled to more instructions and spilled (sm_90).
             ones = tl.full([16, KB], 1.0, XT)
-            xsum = tl.max(exact_dot(ones, xt, tl.zeros([16, 16], dtype=tl.float32), INTERPRET), axis=0)
+            xsum = tl.max(exact_dot(ones, xt, tl.zeros([16, COLS], dtype=tl.float32), INTERPRET), axis=0)
             part -= (zero_codes(z_ptr + s_idx, s_ok, HAS_ZP, BITS) - (1 << (BITS - 1))) * xsum[None, :]
         s = tl.load(s_ptr + s_idx, mask=s_ok, other=0.0)
         acc = tl.fma(part, s.to(tl.float32), acc)
-    y = tl.sum(acc, axis=1)
+    if BLOCK_M == 1:
+        y = tl.sum(acc, axis=1)
+        at = rn
+        y_ok = n_ok
+    else:  # the groups of each row added up: [BLOCK_N, COLS // NG] rows of x
+        y = tl.sum(tl.reshape(acc, (BLOCK_N, COLS // NG, NG)), axis=2)
+        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, COLS // NG)
+        at = rm[None, :] * stride_om + rn[:, None]
+        y_ok = n_ok[:, None] & ((rm < M) & (tl.arange(0, COLS // NG) < BLOCK_M))[None, :]
     if PARTIAL:
-        tl.store(out_ptr + tl.program_id(1) * stride_os + rn, y, mask=n_ok)
+        tl.store(out_ptr + tl.program_id(1) * stride_os + at, y, mask=y_ok)
     else:
-        tl.store(out_ptr + rn, round_to(y, out_ptr.dtype.element_ty, INTERPRET), mask=n_ok)
+        tl.store(out_ptr + at, round_to(y, out_ptr.dtype.element_ty, INTERPRET), mask=y_ok)

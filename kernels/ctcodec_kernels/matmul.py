@@ -2,7 +2,8 @@
 
 - M == 1: GEMV, memory-bound: on CUDA cores (gemv.py), or for fp16 x on tensor cores
   (gemv_tc.py) when the tuner times that faster.
-- 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py).
+- 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py), or where it
+  takes the weight and x and the tuner times it faster, the tensor-core GEMV over row tiles.
 - M > 32: tiled tensor-core GEMM (gemm.py; it too splits K when its tiles cannot fill
   the GPU), or, when the tuner times it faster, the weight decoded whole and torch.matmul.
 All accumulate in fp32 and round the output once to x's dtype.
@@ -20,6 +21,7 @@ from .gemv import gemv_kernel
 from .gemv_tc import gemv_tc_kernel
 from .repack import PreparedWeight, prepare
 from .tuning import Config, tuner_for
+from .word_packing import codes_per_word
 
 PATHS = ("gemv", "splitk", "tiled")
 SPLIT_K_MAX_M = 32
@@ -49,18 +51,23 @@ def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Conf
 
 
 def _launch_gemv_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
+    """The tensor-core GEMV (gemv_tc.py) for any M: one B column per (row of x, scale group),
+    so at most 32 columns (more spill on sm_90): fewer rows per tile when groups are small."""
     if not tensor_core_gemv_takes(x2.dtype, w.num_bits):
         raise ValueError(f"the tensor-core GEMV takes float16 x, or bfloat16 x with 4-bit weights; "
                          f"got {x2.dtype} x with {w.num_bits}-bit weights")
-    tiles = triton.cdiv(w.n, cfg.block_n)
-    splits, per = split_count(tiles, w.blocks, sm_count(y.device.index or 0))
+    m = x2.shape[0]
+    groups = codes_per_word(w.num_bits) // w.run
+    block_m = 1 if m == 1 else min(cfg.block_m, max(1, 32 // groups))
+    n_tiles, m_tiles = triton.cdiv(w.n, cfg.block_n), triton.cdiv(m, block_m)
+    splits, per = split_count(n_tiles * m_tiles, w.blocks, sm_count(y.device.index or 0))
     out = _split_output(y, splits)
-    gemv_tc_kernel[(tiles, splits)](
+    gemv_tc_kernel[(n_tiles, splits, m_tiles)](
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
-        w.n, w.k, w.blocks, per, w.qweight.stride(0), w.n,
+        m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
         BITS=w.num_bits, GROUP=w.group, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
-        BLOCK_N=cfg.block_n, BF16=x2.dtype == torch.bfloat16, PARTIAL=splits > 1, INTERPRET=interp,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        BLOCK_M=block_m, BLOCK_N=cfg.block_n, BF16=x2.dtype == torch.bfloat16, PARTIAL=splits > 1,
+        INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     _sum_splits(out, y, splits, interp)
 
@@ -100,6 +107,9 @@ def half_dequant(x: torch.Tensor, w: PreparedWeight) -> bool:
 
 
 def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
+    if cfg.tensor_cores:  # exact (q - zp) products, scales per group partial sum, as the GEMV
+        _launch_gemv_tc(x2, w, y, cfg, interp)
+        return
     if cfg.dense:  # the decoded weight (ctcodec's decode, bit for bit) times x by torch
         torch.matmul(x2, dequantize(w, x2.dtype).t(), out=y)
         return

@@ -92,6 +92,14 @@ SPLIT_K = Tuner("split-k", [
     Config(block_m=16, block_n=128, num_warps=4, num_stages=3, whole_block=True),
     Config(block_m=32, block_n=64, num_warps=4, num_stages=2, whole_block=True),
 ])
+# The tensor-core GEMV over tiles of up to 16 rows of x (one B column per row and scale
+# group): its unpacking (sm_90: about 3 instructions per weight) against split-K's
+# decoded weight (4.8-5.6); not first, so an untuned call keeps split-K.
+SPLIT_K_TC = Tuner("split-k, tensor-core GEMV too", [
+    *SPLIT_K.configs,
+    Config(block_m=16, block_n=128, num_warps=4, num_stages=3, tensor_cores=True),
+    Config(block_m=4, block_n=128, num_warps=4, num_stages=3, tensor_cores=True),
+])
 TILED = Tuner("tiled", [
     Config(block_m=64, block_n=128, num_warps=4, num_stages=3),
     Config(block_m=128, block_n=128, num_warps=8, num_stages=2),  # 3 stages: 237 KB of shared memory
@@ -111,4 +119,6 @@ TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}
 def tuner_for(path: str, tensor_core_gemv: bool) -> Tuner:
     """The tuner of a path; the GEMV's list has the tensor-core GEMV where it takes the
     weight and x (`matmul.tensor_core_gemv_takes`)."""
-    return GEMV_TC if tensor_core_gemv and path == "gemv" else TUNERS[path]
+    if tensor_core_gemv and path in ("gemv", "splitk"):
+        return GEMV_TC if path == "gemv" else SPLIT_K_TC
+    return TUNERS[path]

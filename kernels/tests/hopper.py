@@ -93,7 +93,7 @@ def cases():
     from ctcodec_kernels.gemm import dot_kernel, sum_splits_kernel
     from ctcodec_kernels.gemv import gemv_kernel
     from ctcodec_kernels.gemv_tc import gemv_tc_kernel
-    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, TILED
+    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, SPLIT_K_TC, TILED
 
     out = []
     # Every config once (4-bit, the heavier unpacking), and each kind of weight once.
@@ -115,12 +115,17 @@ def cases():
     tc_cases += [(4, True, True, 32, "fp16", tc[0]), (4, True, False, 128, "fp16", tc[0]),
                  (8, False, False, 128, "fp16", tc[0]), (8, True, True, 64, "fp16", tc[0]),
                  (4, False, False, 128, "bf16", tc[0]), (4, True, False, 128, "bf16", tc[0])]
-    for bits, zp, perm, group, xtype, c in tc_cases:
+    tc_cases = [(*case, 1) for case in tc_cases]
+    # Over rows of x (split-K's list): a B column per (row, group), up to 32 columns.
+    tc_cases += [(4, False, False, 128, "fp16", c, c.block_m) for c in SPLIT_K_TC.configs if c.tensor_cores]
+    tc_cases += [(4, True, True, 32, "fp16", c, 4) for c in SPLIT_K_TC.configs[-1:]]
+    for bits, zp, perm, group, xtype, c, rows in tc_cases:
         per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
-        out.append((f"tc-gemv b{bits} zp={zp} perm={perm} g{group} {xtype} {c.block_n} w{c.num_warps}",
+        out.append((f"tc-gemv b{bits} zp={zp} perm={perm} g{group} {xtype} {c.block_n} w{c.num_warps}"
+                    + (f" rows {rows}" if rows > 1 else ""),
                     gemv_tc_kernel, {**_QUANT, **_INTS, "x_ptr": f"*{xtype}", "s_ptr": f"*{xtype}", "out_ptr": "*fp32"},
-                    dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=perm, BLOCK_N=c.block_n, BF16=xtype == "bf16",
-                         PARTIAL=True, INTERPRET=False, _weights_per_thread=per_thread),
+                    dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=perm, BLOCK_M=rows, BLOCK_N=c.block_n,
+                         BF16=xtype == "bf16", PARTIAL=True, INTERPRET=False, _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
     # Tensor-core paths: fp16 x with fp16 scales dequantizes in fp16 (HALF); bf16 and the
     # fp32 dequantization of fp16 are there too, so a run shows both.

@@ -45,9 +45,10 @@ def check(qw: QuantWeight, x: torch.Tensor, path: str | None, device: str, confi
     assert y.dtype == x.dtype and tuple(y.shape) == (*x.shape[:-1], qw.n)
     rows = x.reshape(-1, qw.k).shape[0]
     used = path or choose_path(rows)
-    # GEMV multiplies by the exact (q - zp) and scales partial sums; the tensor-core
-    # paths multiply by the decoded weight, rounded to x's dtype.
-    weight = qw.exact() if used == "gemv" else qw.decoded(x.dtype)
+    # GEMV (on either kind of core) multiplies by the exact (q - zp) and scales partial
+    # sums; the other tensor-core paths multiply by the decoded weight, rounded to x's dtype.
+    exact = used == "gemv" or (config is not None and config.tensor_cores)
+    weight = qw.exact() if exact else qw.decoded(x.dtype)
     assert_matmul_close(y, x, weight)
 
 
@@ -105,6 +106,19 @@ def test_tensor_core_gemv(device, bits, group, asym, act_order, dtype, n, k):
 def test_tensor_core_gemv_configs(device, config):
     qw = random_weight(13, 4, 300, 700, 128, asym=True)
     check(qw, _x(13, (1, 700), torch.float16), "gemv", device, config)
+
+
+@pytest.mark.parametrize("m,bits,group,asym,act_order,dtype", [
+    (2, 4, 128, False, False, torch.float16), (5, 4, 32, True, True, torch.float16),
+    (16, 4, 64, True, False, torch.bfloat16), (17, 8, 128, False, True, torch.float16),
+    (33, 4, None, True, False, torch.float16), (9, 8, 32, True, False, torch.float16),
+])
+@pytest.mark.parametrize("block_m", [16, 4])
+def test_tensor_core_gemv_over_rows(device, m, bits, group, asym, act_order, dtype, block_m):
+    # Several rows of x: a B column per (row, scale group), fewer rows per tile for small
+    # groups, row tiles past M, K split.
+    qw = random_weight(m + bits, bits, 70, 600, group, asym=asym, act_order=act_order, scale_dtype=dtype)
+    check(qw, _x(m, (m, 600), dtype), "splitk", device, replace(TC_GEMV, block_m=block_m))
 
 
 def test_tensor_core_gemv_refuses_bf16_with_8_bits(device):
