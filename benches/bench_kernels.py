@@ -212,7 +212,9 @@ def _fastest(configs, run) -> object:
     return min(configs, key=lambda c: do_bench(lambda: run(c), warmup=5, rep=20))
 
 
-def bench_matmul(shapes, rows, device, l2) -> list[dict]:
+def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = lambda rows: None) -> list[dict]:
+    """Per shape and M: torch fp16/bf16, W4, W8 (tuned), and at M = 1 both GEMVs on their
+    own; `on_shape(rows so far)` after each shape (the JSON is kept current)."""
     import torch
     import torch.nn.functional as F
 
@@ -266,6 +268,7 @@ def bench_matmul(shapes, rows, device, l2) -> list[dict]:
             print(f"    M={m:4d} fp16 {r['torch_fp16_us']:8.1f} us  bf16 {r['torch_bf16_us']:8.1f} us  "
                   f"W4 {r['w4_us']:8.1f} us  W8 {r['w8_us']:8.1f} us{extra}", flush=True)
         out.extend(entry_rows.values())
+        on_shape(out)
         del contenders
         torch.cuda.empty_cache()
     return out
@@ -524,14 +527,22 @@ def main(argv: list[str] | None = None) -> int:
                "torch": torch.__version__, "triton": triton.__version__, "group_size": GROUP,
                "activation_dtype": "float16", "weights_cycle_l2_multiple": L2_MULTIPLE, "note": huge_note}
     t0 = time.perf_counter()
+
+    def save(key: str | None = None, value=None) -> None:
+        # Written after every stage and shape: a run cut short by its time limit keeps what it measured.
+        if key is not None:
+            results[key] = value
+        results["seconds"] = time.perf_counter() - t0
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+
     if not args.skip_check:
         print("Correctness on this GPU:")
-        results["check_failures"] = check_correctness(device)
+        save("check_failures", check_correctness(device))
     print("Matmul (per call, weights from HBM, CUDA graphs):")
-    results["matmul"] = bench_matmul(shapes, rows, device, l2)
+    save("matmul", bench_matmul(shapes, rows, device, l2, on_shape=lambda rows: save("matmul", rows)))
     print("Decompression to the device:")
-    results["decompress"] = bench_decompress(device)
-    results["seconds"] = time.perf_counter() - t0
+    save("decompress", bench_decompress(device))
     print()
     print(table(f"{props.name} ({props.multi_processor_count} SMs), torch {torch.__version__}, "
                 f"triton {triton.__version__}, W*A16 group {GROUP}, fp16 activations", results["matmul"]))
@@ -546,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nCORRECTNESS FAILURES:\n  " + "\n  ".join(results["check_failures"]))
     print(f"\n{results['seconds']:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        save()
         print(f"wrote {args.json}")
     return 1 if results.get("check_failures") else 0
 

@@ -5,6 +5,9 @@
 # whatever time is left; its rows are written as they come).
 #   bash scripts/gpu_check.sh OUT_DIR BUNDLE_DIR
 # BUNDLE_DIR holds small compressed checkpoints (tiny-*) and smollm2-config/config.json.
+# Stage limits (seconds, env): KERNEL_TESTS_S 180, BENCH_S 280, E2E_S 90, E2E_7B_S 200:
+# about 750 s, which with a machine's start fits a 15-minute device budget. The sm_90
+# compile test is left out here: it runs on any machine (CI) and would only repeat.
 set -u
 OUT=${1:?out dir}; BUNDLE=${2:?bundle dir}
 mkdir -p "$OUT"
@@ -13,17 +16,18 @@ export PYTHONPATH=$PWD/python:$PWD/kernels:$PWD/tests:$PWD/scripts PYTHONUNBUFFE
   python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$OUT/device.txt"
 echo "== kernel tests"; SECONDS=0
-CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-150}" python3 -m pytest -q kernels/tests -p no:cacheprovider 2>&1 | tail -25 | tee "$OUT/kernel-tests.log"
+CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-180}" python3 -m pytest -q kernels/tests -p no:cacheprovider \
+  --ignore kernels/tests/test_compile_hopper.py 2>&1 | tail -25 | tee "$OUT/kernel-tests.log"
 echo "kernel tests: ${SECONDS}s"
 echo "== benchmarks"; SECONDS=0
-timeout "${BENCH_S:-300}" python3 benches/bench_kernels.py --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -90
+timeout "${BENCH_S:-280}" python3 benches/bench_kernels.py --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -90
 echo "bench: ${SECONDS}s"
 echo "== end to end"; SECONDS=0
-timeout "${E2E_S:-150}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --compile --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
+timeout "${E2E_S:-90}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --compile --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
 echo "e2e: ${SECONDS}s"
-if [ "${E2E_7B_S:-240}" != 0 ]; then  # E2E_7B_S=0 skips it (timeout 0 would mean no limit)
+if [ "${E2E_7B_S:-200}" != 0 ]; then  # E2E_7B_S=0 skips it (timeout 0 would mean no limit)
   echo "== end to end, Llama-7B shape (random weights: dense, W4A16, SpQR; eager and CUDA graphs; prefill 2048)"; SECONDS=0
-  timeout "${E2E_7B_S:-240}" python3 benches/gpu_e2e_7b.py --layers "${E2E_7B_LAYERS:-32}" --batches 1 16 --short 16 --long 48 \
+  timeout "${E2E_7B_S:-200}" python3 benches/gpu_e2e_7b.py --layers "${E2E_7B_LAYERS:-32}" --batches 1 16 --short 16 --long 48 \
     --json "$OUT/e2e-7b.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e-7b.log"
   echo "e2e 7b: ${SECONDS}s"
 fi
