@@ -1,32 +1,34 @@
-"""GEMV (M = 1) on tensor cores, for fp16 x (and bf16 x with 4-bit codes): y = W x with fewer instructions per weight
-than the CUDA-core GEMV (gemv.py), which a memory-bound loop needs to keep up with HBM.
+"""The tensor-core GEMV: y = x W^T for one row of x (and, over row tiles, up to 32), fp16
+x or bf16 x with 4-bit codes, with fewer instructions per weight than the CUDA-core GEMV
+(gemv.py): a memory-bound loop has to issue them as fast as HBM delivers words.
 
 Per word the work is bit tricks on whole registers, two weights at a time:
 - `(word >> s) & 0x000F000F | 0x64006400` is the fp16 pair (1024 + q, 1024 + q') of codes
   p and p + PPW/2 in one LOP3; the codes at bit 4 of each half need no shift at all
-  (mask 0x00F000F0 gives 1024 + 16 q, and one FMA by 1/16 lands on q - zp exactly);
+  (mask 0x00F000F0 gives 1024 + 16 q, and one FMA by 1/16 lands on q - 8 exactly);
 - one packed HADD2 / HFMA2 subtracts 1024 + 2**(b-1), which leaves q - 2**(b-1)
   exactly (small integers, exact in fp16);
 - wgmma multiplies those by x in fp32. The products are exact, as in the CUDA-core GEMV.
-Stored zero points are applied per group in the epilogue, (zp - 2**(b-1)) times the
-group's sum of x, because a per-row zero pair broadcast over the tile compiled to a byte
-permute per register (sm_90: 3.8-4.2 instructions per weight, spills, against 3.3-4.3).
 
 The pair sits in one register with its two codes as adjacent k, which is what an MMA's A
 fragment holds, so the k order is chosen to match the fragment (see _k_order) and x is
 read in that order instead of moving weights between threads. The scale is not applied
-per weight: the B operand has one column of x per scale group of the block (column c
-holds x where the code's group is c, else 0), so the MMA gives each group's partial sum
-of (q - zp) x on its own, and the epilogue multiplies those by the scales in fp32. That is
-the CUDA-core GEMV's arithmetic (exact products, the scale once per partial sum), so both
-are checked against the same bound.
+per weight: the B operand has one column of x per (row of x, scale group of the block),
+x where the code is in that group and 0 elsewhere, so the MMA gives each group's partial
+sum of (q - 2**(b-1)) x on its own, and the epilogue multiplies those by the scales in
+fp32. That is the CUDA-core GEMV's arithmetic (exact products, the scale once per partial
+sum), so both are checked against the same bound. Stored zero points are applied there
+too, as (zp - 2**(b-1)) times the group's sum of x: a per-row zero pair broadcast over the
+tile compiled to a byte permute per register (sm_90: 3.8-4.2 instructions per weight,
+with spills, against 3.3-4.3).
 
-bf16 has 7 fraction bits: 0x4300 | q is 128 + q for 4-bit codes, a shift per pair (the
-code at bit 4 would reach the exponent), and 8-bit codes do not fit (CUDA-core GEMV).
+bf16 has 7 fraction bits: 0x4300 | q is 128 + q for 4-bit codes, with a shift per pair
+(the code at bit 4 would reach the exponent); 8-bit codes do not fit (CUDA-core GEMV).
 
 Compiled for sm_90, the symmetric 4-bit main loop costs 2.4-3.3 instructions per weight
-(bf16: 2.7) where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few rows give few programs, so K is also
-split across programs, as in the split-K kernel, with the same deterministic sum.
+(bf16: 2.7) where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few output rows
+give few programs, so K is also split across programs, as in the split-K kernel, with the
+same deterministic sum.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import triton
 import triton.language as tl
 
 from .dequant_math import exact_dot, round_to, zero_codes
-
 
 
 @triton.jit
