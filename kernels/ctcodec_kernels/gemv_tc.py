@@ -25,8 +25,8 @@ with spills, against 3.3-4.3).
 bf16 has 7 fraction bits: 0x4300 | q is 128 + q for 4-bit codes, with a shift per pair
 (the code at bit 4 would reach the exponent); 8-bit codes do not fit (CUDA-core GEMV).
 
-Compiled for sm_90, the symmetric 4-bit main loop costs 2.4-3.3 instructions per weight
-(bf16: 2.7) where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few output rows
+Compiled for sm_90, the symmetric 4-bit main loop costs 2.3-3.0 instructions per weight
+(bf16: 2.5) where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few output rows
 give few programs, so K is also split across programs, as in the split-K kernel, with the
 same deterministic sum.
 """
@@ -155,7 +155,10 @@ def gemv_tc_kernel(
         w = _block_tile(words, BITS, BF16, INTERPRET)
         xv = _x_tile(x_ptr, perm_ptr, rm_c, blk * KB + xcol, K, stride_xm, BLOCK_M, HAS_PERM)
         if BLOCK_M == 1:
-            xt = tl.where(group_col[:, None] == c_grp[None, :], xv[:, None], 0.0).to(XT)
+            if HAS_ZP:
+                xt = tl.where(group_col[:, None] == c_grp[None, :], xv[:, None], 0.0).to(XT)
+            else:  # built transposed: fewer selects on sm_90 (2.42 instructions per weight, not 2.60)
+                xt = tl.trans(tl.where(c_grp[:, None] == group_col[None, :], xv[None, :], 0.0).to(XT))
         else:
             xt = tl.where(group_col[:, None] == c_grp[None, :], xv, 0.0).to(XT)
         part = exact_dot(w, xt, tl.zeros([BLOCK_N, COLS], dtype=tl.float32), INTERPRET)

@@ -77,7 +77,7 @@ GEMV = Tuner("gemv", [
     Config(block_n=64, unroll=2, num_warps=8),
     Config(block_n=4, unroll=8, num_warps=2),
 ])
-# fp16 x (and bf16 x with 4-bit codes) can also take the tensor-core GEMV: 2.4-3.3 instructions per weight on sm_90
+# fp16 x (and bf16 x with 4-bit codes) can also take the tensor-core GEMV: 2.3-3.0 instructions per weight on sm_90
 # instead of 4.2-5.3 (symmetric 4-bit), K split across programs for small N.
 GEMV_TC = Tuner("gemv, tensor cores first", [
     Config(block_n=128, num_warps=4, num_stages=3, tensor_cores=True),
