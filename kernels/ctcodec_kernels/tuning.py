@@ -24,7 +24,7 @@ class Config:
     whole_block: bool = False  # tensor-core paths, fp16 dequant: one dot per kernel block
     swap_ab: bool = False  # tensor-core paths: W x^T, the weight as the MMA's A operand
     dense: bool = False  # tiled path: decode the whole weight, then torch.matmul (cuBLAS)
-    tensor_cores: bool = False  # GEMV, fp16 x: the tensor-core GEMV (gemv_tc.py)
+    tensor_cores: bool = False  # GEMV and split-K: the tensor-core GEMV (gemv_tc.py), fp16 x or bf16 x with 4 bits
 
 
 def _tuning_switched_off() -> bool:
