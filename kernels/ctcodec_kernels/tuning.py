@@ -83,7 +83,9 @@ GEMV_TC = Tuner("gemv, tensor cores first", [
     Config(block_n=128, num_warps=4, num_stages=3, tensor_cores=True),
     Config(block_n=256, num_warps=8, num_stages=3, tensor_cores=True),
     Config(block_n=64, num_warps=4, num_stages=3, tensor_cores=True),
-    *GEMV.configs,
+    # Two CUDA-core configs (the old default and the fewest instructions per weight): a
+    # shorter list, as each config costs a compile and a timing at the first call.
+    *GEMV.configs[:2],
 ])
 # Split-K dequantizes a whole block for one mma.sync dot (fewer instructions per weight
 # on sm_90 than a dot per code position); the tiled path's wgmma tiles do better per slice.
