@@ -18,7 +18,8 @@ x where the code is in that group and 0 elsewhere, so the MMA gives each group's
 sum of (q - 2**(b-1)) x on its own, and the epilogue multiplies those by the scales in
 fp32. That is the CUDA-core GEMV's arithmetic (exact products, the scale once per partial
 sum), so both are checked against the same bound. Stored zero points are applied there
-too, as (zp - 2**(b-1)) times the group's sum of x: a per-row zero pair broadcast over the
+too, as (zp - 2**(b-1)) times the group's sum of x (a subtraction the CUDA-core GEMV does
+not round; within the bound in the tests, not proven to be in general): a per-row zero pair broadcast over the
 tile compiled to a byte permute per register (sm_90: 3.8-4.2 instructions per weight,
 with spills, against 3.3-4.3).
 

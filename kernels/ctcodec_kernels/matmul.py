@@ -58,8 +58,12 @@ def _launch_gemv_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: C
                          f"got {x2.dtype} x with {w.num_bits}-bit weights")
     m = x2.shape[0]
     groups = codes_per_word(w.num_bits) // w.run
-    block_m = 1 if m == 1 else min(cfg.block_m, max(1, 32 // groups))
+    # Rows per tile: one for a single row (that kernel variant reads row 0 only), else a
+    # power of two from 2 up to the config's, with at most 32 B columns.
+    block_m = 1 if m == 1 else max(2, 1 << (min(cfg.block_m, 32 // groups).bit_length() - 1))
     n_tiles, m_tiles = triton.cdiv(w.n, cfg.block_n), triton.cdiv(m, block_m)
+    if m_tiles > 65535:  # CUDA's grid limit on z
+        raise ValueError(f"the tensor-core GEMV takes at most {65535 * block_m} rows of x here, got {m}")
     splits, per = split_count(n_tiles * m_tiles, w.blocks, sm_count(y.device.index or 0))
     out = _split_output(y, splits)
     gemv_tc_kernel[(n_tiles, splits, m_tiles)](

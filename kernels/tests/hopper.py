@@ -119,6 +119,8 @@ def cases():
     # Over rows of x (split-K's list): a B column per (row, group), up to 32 columns.
     tc_cases += [(4, False, False, 128, "fp16", c, c.block_m) for c in SPLIT_K_TC.configs if c.tensor_cores]
     tc_cases += [(4, True, True, 32, "fp16", c, 4) for c in SPLIT_K_TC.configs[-1:]]
+    rows_tc = [c for c in SPLIT_K_TC.configs if c.tensor_cores][0]
+    tc_cases += [(4, False, False, 128, "bf16", rows_tc, 16), (8, True, False, 128, "fp16", rows_tc, 16)]
     for bits, zp, perm, group, xtype, c, rows in tc_cases:
         per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
         out.append((f"tc-gemv b{bits} zp={zp} perm={perm} g{group} {xtype} {c.block_n} w{c.num_warps}"

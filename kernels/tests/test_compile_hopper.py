@@ -86,7 +86,7 @@ def test_tensor_core_gemv_costs_fewer_instructions(compiled):
     assert zp and max(zp) < 4.5, zp
     # bf16 x (4-bit): a shift per code pair (bf16 has no room for the code at bit 4).
     bf16 = [row["instructions_per_weight"] for name, row in compiled.items() if name.startswith("tc-gemv b4 zp=False")
-            and " bf16 " in name]
+            and " bf16 " in name and "rows" not in name]
     assert bf16 and max(bf16) < 0.75 * min(cuda_cores), (bf16, cuda_cores)
 
 

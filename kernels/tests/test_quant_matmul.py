@@ -121,6 +121,26 @@ def test_tensor_core_gemv_over_rows(device, m, bits, group, asym, act_order, dty
     check(qw, _x(m, (m, 600), dtype), "splitk", device, replace(TC_GEMV, block_m=block_m))
 
 
+@pytest.mark.parametrize("block_m", [1, 12])
+def test_tensor_core_gemv_rows_per_tile_from_any_config(device, block_m):
+    # A config's rows per tile become a power of two of at least 2 when x has rows to spare.
+    qw = random_weight(15, 4, 40, 300, 128)
+    check(qw, _x(15, (5, 300), torch.float16), "splitk", device, replace(TC_GEMV, block_m=block_m))
+
+
+@settings(max_examples=20, deadline=None)
+@given(bits=st.sampled_from([4, 8]), n=st.integers(1, 48), k=st.integers(1, 600),
+       group=st.sampled_from([32, 64, 128, 256, 48, None]), asym=st.booleans(),
+       act_order=st.sampled_from([False, True, "uneven"]), m=st.sampled_from([1, 2, 5, 16, 19, 32]),
+       bf16=st.booleans(), seed=st.integers(0, 2**16))
+def test_tensor_core_gemv_random_shapes(device, bits, n, k, group, asym, act_order, m, bf16, seed):
+    dtype = torch.bfloat16 if bf16 and bits == 4 else torch.float16
+    if group is None:
+        act_order = False
+    qw = random_weight(seed, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=dtype)
+    check(qw, _x(seed, (m, k), dtype), "gemv" if m == 1 else "splitk", device, TC_GEMV)
+
+
 def test_tensor_core_gemv_refuses_bf16_with_8_bits(device):
     qw = random_weight(14, 8, 16, 256, 128)
     args, kw = qw.prepare_args(device)
