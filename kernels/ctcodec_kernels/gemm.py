@@ -3,9 +3,9 @@ ctcodec's decode) and multiplied with tl.dot, accumulating in fp32.
 
 One kernel serves both the tiled GEMM (large M, one program per output tile) and split-K
 (small M, where output tiles are too few to fill the GPU: programs also split K, write
-fp32 partial sums, and `sum_splits_kernel` adds them in a fixed order, so results are
-deterministic). A block of the kernel layout is 32 words per row; code i of those words
-covers 32 consecutive columns, so each block is PPW dots of K = 32.
+fp32 partial sums, and the last program of each tile adds them in split order, so results
+are deterministic: split_sum.py). A block of the kernel layout is 32 words per row; code
+i of those words covers 32 consecutive columns, so each block is PPW dots of K = 32.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import triton.language as tl
 
 from .dequant_math import (code_floats, decoded_block_fp16, decoded_fp16, dequant_slice, exact_dot, round_to,
                            zero_codes)
+from .split_sum import store_tile
 
 
 @triton.jit
@@ -85,8 +86,8 @@ def _whole_block_fp16(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok,
 
 @triton.jit
 def dot_kernel(
-    x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, out_ptr,
-    M, N, K, NBLK, BLK_PER_SPLIT, stride_xm, stride_qn, stride_om, stride_os,
+    x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, y_ptr, part_ptr, sem_ptr,
+    M, N, K, NBLK, BLK_PER_SPLIT, SPLITS, stride_xm, stride_qn, stride_om, stride_ps,
     BITS: tl.constexpr, GROUP: tl.constexpr, RUN: tl.constexpr,
     HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr, HALF: tl.constexpr, WHOLE_BLOCK: tl.constexpr,
     SWAP_AB: tl.constexpr,
@@ -142,18 +143,4 @@ def dot_kernel(
     else:
         out_ok = m_ok[:, None] & n_ok[None, :]
         at = rm[:, None] * stride_om + rn[None, :]
-    if PARTIAL:
-        tl.store(out_ptr + tl.program_id(1) * stride_os + at, acc, mask=out_ok)
-    else:
-        tl.store(out_ptr + at, round_to(acc, out_ptr.dtype.element_ty, INTERPRET), mask=out_ok)
-
-
-@triton.jit
-def sum_splits_kernel(p_ptr, y_ptr, MN, SPLITS, BLOCK: tl.constexpr, INTERPRET: tl.constexpr):
-    """y = sum over splits of the fp32 partials [SPLITS, M*N], in split order, rounded once."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < MN
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for s in range(SPLITS):
-        acc += tl.load(p_ptr + s * MN + offs, mask=ok, other=0.0)
-    tl.store(y_ptr + offs, round_to(acc, y_ptr.dtype.element_ty, INTERPRET), mask=ok)
+    store_tile(acc, at, out_ok, y_ptr, part_ptr, sem_ptr, SPLITS, stride_ps, PARTIAL, INTERPRET)

@@ -28,8 +28,8 @@ bf16 has 7 fraction bits: 0x4300 | q is 128 + q for 4-bit codes, with a shift pe
 
 Compiled for sm_90, the symmetric 4-bit main loop costs 2.3-3.0 instructions per weight
 (bf16: 2.5) where the CUDA-core GEMV costs 4.2-5.3 (tests/hopper.py). Few output rows
-give few programs, so K is also split across programs, as in the split-K kernel, with the
-same deterministic sum.
+give few programs, so K is also split across programs, as in the split-K kernel, the last
+program of each tile adding the partials (split_sum.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .dequant_math import exact_dot, round_to, zero_codes
+from .dequant_math import exact_dot, zero_codes
+from .split_sum import store_tile
 
 
 @triton.jit
@@ -120,8 +121,8 @@ def _x_tile(x_ptr, perm_ptr, rm_c, col, K, stride_xm, BLOCK_M: tl.constexpr, HAS
 
 @triton.jit
 def gemv_tc_kernel(
-    x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, out_ptr,
-    M, N, K, NBLK, BLK_PER_SPLIT, stride_xm, stride_qn, stride_om, stride_os,
+    x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, y_ptr, part_ptr, sem_ptr,
+    M, N, K, NBLK, BLK_PER_SPLIT, SPLITS, stride_xm, stride_qn, stride_om, stride_ps,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BF16: tl.constexpr, PARTIAL: tl.constexpr,
     INTERPRET: tl.constexpr,
@@ -182,7 +183,4 @@ def gemv_tc_kernel(
         rm = tl.program_id(2) * BLOCK_M + tl.arange(0, COLS // NG)
         at = rm[None, :] * stride_om + rn[:, None]
         y_ok = n_ok[:, None] & ((rm < M) & (tl.arange(0, COLS // NG) < BLOCK_M))[None, :]
-    if PARTIAL:
-        tl.store(out_ptr + tl.program_id(1) * stride_os + at, y, mask=y_ok)
-    else:
-        tl.store(out_ptr + at, round_to(y, out_ptr.dtype.element_ty, INTERPRET), mask=y_ok)
+    store_tile(y, at, y_ok, y_ptr, part_ptr, sem_ptr, SPLITS, stride_ps, PARTIAL, INTERPRET)

@@ -16,10 +16,11 @@ import triton
 
 from ._runtime import interpreting, on_device, require_runtime, sm_count
 from .decode import dequantize
-from .gemm import dot_kernel, sum_splits_kernel
+from .gemm import dot_kernel
 from .gemv import gemv_kernel
 from .gemv_tc import gemv_tc_kernel
 from .repack import PreparedWeight, prepare
+from .split_sum import semaphores
 from .tuning import Config, tuner_for
 from .word_packing import codes_per_word
 
@@ -65,15 +66,14 @@ def _launch_gemv_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: C
     if m_tiles > 65535:  # CUDA's grid limit on z
         raise ValueError(f"the tensor-core GEMV takes at most {65535 * block_m} rows of x here, got {m}")
     splits, per = split_count(n_tiles * m_tiles, w.blocks, sm_count(y.device.index or 0))
-    out = _split_output(y, splits)
+    part, sem = _split_buffers(y, splits, n_tiles * m_tiles)
     gemv_tc_kernel[(n_tiles, splits, m_tiles)](
-        x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
-        m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
+        x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), y, part, sem,
+        m, w.n, w.k, w.blocks, per, splits, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
         BITS=w.num_bits, GROUP=w.group, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BF16=x2.dtype == torch.bfloat16, PARTIAL=splits > 1,
         INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    _sum_splits(out, y, splits, interp)
 
 
 def tensor_core_gemv_takes(dtype: torch.dtype, bits: int) -> bool:
@@ -81,17 +81,13 @@ def tensor_core_gemv_takes(dtype: torch.dtype, bits: int) -> bool:
     return dtype == torch.float16 or (dtype == torch.bfloat16 and bits == 4)
 
 
-def _split_output(y: torch.Tensor, splits: int) -> torch.Tensor:
-    """Where a kernel writes: y itself, or fp32 partial sums [splits, *y.shape] to add up."""
-    return y if splits == 1 else torch.empty(splits, *y.shape, dtype=torch.float32, device=y.device)
-
-
-def _sum_splits(out: torch.Tensor, y: torch.Tensor, splits: int, interp: bool) -> None:
-    """y = the partials' sum in split order, rounded once (deterministic); nothing for one split."""
-    if splits > 1:
-        block = 1024
-        sum_splits_kernel[(triton.cdiv(y.numel(), block),)](out, y, y.numel(), splits, BLOCK=block,
-                                                            INTERPRET=interp, num_warps=4)
+def _split_buffers(y: torch.Tensor, splits: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split kernel's fp32 partials [splits, *y.shape] and its per-tile counters
+    (split_sum.py); y itself and no counters when K is not split (never read then)."""
+    if splits == 1:
+        return y, y
+    part = torch.empty(splits, *y.shape, dtype=torch.float32, device=y.device)
+    return part, semaphores(y.device, tiles)
 
 
 def split_count(tiles: int, blocks: int, sms: int) -> tuple[int, int]:
@@ -122,16 +118,15 @@ def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Confi
     splits, per = (1, w.blocks)
     if cfg.split:
         splits, per = split_count(tiles, w.blocks, sm_count(y.device.index or 0))
-    out = _split_output(y, splits)
+    part, sem = _split_buffers(y, splits, tiles)
     dot_kernel[(tiles, splits)](
-        x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), out,
-        m, w.n, w.k, w.blocks, per, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
+        x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), y, part, sem,
+        m, w.n, w.k, w.blocks, per, splits, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
         BITS=w.num_bits, GROUP=w.group, RUN=w.run, HAS_ZP=w.zeros is not None, HAS_PERM=w.perm is not None,
         HALF=half_dequant(x2, w), WHOLE_BLOCK=cfg.whole_block, SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
         INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    _sum_splits(out, y, splits, interp)
 
 
 def _tuning_key(path: str, m: int, w: PreparedWeight, x: torch.Tensor) -> tuple:

@@ -81,7 +81,8 @@ def instruction_count(sass_text: str) -> int:
 
 _QUANT = dict(x_ptr="*fp16", qw_ptr="*i32", s_ptr="*bf16", z_ptr="*u8", perm_ptr="*i32")
 _INTS = {n: "i32" for n in ("N", "K", "NBLK", "stride_qn", "M", "BLK_PER_SPLIT", "stride_xm", "stride_om",
-                            "stride_os", "MN", "SPLITS", "stride_on", "COLS", "ROW_BYTES", "ROW_NNZ")}
+                            "stride_ps", "MN", "SPLITS", "stride_on", "COLS", "ROW_BYTES", "ROW_NNZ")}
+_SPLIT = dict(part_ptr="*fp32", sem_ptr="*i32")  # split_sum.store_tile's workspace
 _ALIGNED = ("N", "K", "NBLK", "stride_qn", "stride_xm", "stride_om")
 
 
@@ -90,7 +91,7 @@ def cases():
     configs the tuner can pick."""
     from ctcodec_kernels.bitmask import expand_rows_kernel
     from ctcodec_kernels.decode import dequant_kernel
-    from ctcodec_kernels.gemm import dot_kernel, sum_splits_kernel
+    from ctcodec_kernels.gemm import dot_kernel
     from ctcodec_kernels.gemv import gemv_kernel
     from ctcodec_kernels.gemv_tc import gemv_tc_kernel
     from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, SPLIT_K_TC, TILED
@@ -125,7 +126,8 @@ def cases():
         per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
         out.append((f"tc-gemv b{bits} zp={zp} perm={perm} g{group} {xtype} {c.block_n} w{c.num_warps}"
                     + (f" rows {rows}" if rows > 1 else ""),
-                    gemv_tc_kernel, {**_QUANT, **_INTS, "x_ptr": f"*{xtype}", "s_ptr": f"*{xtype}", "out_ptr": "*fp32"},
+                    gemv_tc_kernel, {**_QUANT, **_INTS, **_SPLIT, "x_ptr": f"*{xtype}", "s_ptr": f"*{xtype}",
+                                     "y_ptr": f"*{xtype}"},
                     dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=perm, BLOCK_M=rows, BLOCK_N=c.block_n,
                          BF16=xtype == "bf16", PARTIAL=True, INTERPRET=False, _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
@@ -146,15 +148,13 @@ def cases():
         # Weights a thread dequantizes per iteration (one kernel block of every row of the tile).
         per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
         out.append((f"{path} b{bits} {xtype[1:]} {c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages} {dequant}",
-                    dot_kernel, {**_QUANT, **_INTS, "x_ptr": xtype, "s_ptr": xtype if half else "*bf16",
-                                 "out_ptr": "*fp32" if partial else xtype},
+                    dot_kernel, {**_QUANT, **_INTS, **_SPLIT, "x_ptr": xtype, "s_ptr": xtype if half else "*bf16",
+                                 "y_ptr": xtype},
                     dict(BITS=bits, GROUP=64, RUN=2, HAS_ZP=True, HAS_PERM=False, HALF=half,
                          WHOLE_BLOCK=c.whole_block, SWAP_AB=c.swap_ab, BLOCK_M=c.block_m,
                          BLOCK_N=c.block_n, GROUP_M=c.group_m, PARTIAL=partial, INTERPRET=False,
                          _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
-    out.append(("sum_splits", sum_splits_kernel, {**_INTS, "p_ptr": "*fp32", "y_ptr": "*bf16"},
-                dict(BLOCK=1024, INTERPRET=False), 4, 1))
     out.append(("dequant", dequant_kernel, {**_INTS, "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*u8",
                                             "out_ptr": "*fp16"},
                 dict(BITS=4, GROUP=32, RUN=1, HAS_ZP=True, BLOCK_N=32, INTERPRET=False), 4, 1))

@@ -17,7 +17,8 @@ from reference import assert_matmul_close, same_bits
 
 import ctcodec_kernels as ck
 from ctcodec_kernels.matmul import choose_path, split_count
-from ctcodec_kernels.tuning import Config
+from ctcodec_kernels.split_sum import semaphores
+from ctcodec_kernels.tuning import SPLIT_K, Config
 
 PATH_ROWS = [("gemv", 1), ("splitk", 3), ("splitk", 17), ("tiled", 33)]
 
@@ -139,6 +140,26 @@ def test_tensor_core_gemv_random_shapes(device, bits, n, k, group, asym, act_ord
         act_order = False
     qw = random_weight(seed, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=dtype)
     check(qw, _x(seed, (m, k), dtype), "gemv" if m == 1 else "splitk", device, TC_GEMV)
+
+
+@pytest.mark.parametrize("path,config", [("splitk", SPLIT_K.configs[0]), ("gemv", TC_GEMV),
+                                         ("splitk", replace(TC_GEMV, block_m=4))])
+def test_split_k_sums_in_kernel_and_leaves_counters_zeroed(device, path, config):
+    # K split across programs, the last program of each tile adding the partials: the same
+    # bits on every call (the sum's order does not depend on which program came last), and
+    # every tile's counter back at zero for the next launch.
+    qw = random_weight(16, 4, 70, 2000, 128)
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    m = 1 if path == "gemv" else 5
+    x = _x(16, (m, 2000), torch.float16).to(device)
+    tiles = -(-70 // config.block_n) * -(-m // (1 if m == 1 else config.block_m))
+    assert split_count(tiles, w.blocks, 4)[0] > 1  # 4: the interpreter's SMs
+    first = ck.quant_matmul(x, w, path=path, config=config)
+    for _ in range(2):
+        assert same_bits(ck.quant_matmul(x, w, path=path, config=config), first)
+    assert not semaphores(w.device, 1).any()
+    check(qw, x.cpu(), path, device, config)
 
 
 def test_tensor_core_gemv_refuses_bf16_with_8_bits(device):
