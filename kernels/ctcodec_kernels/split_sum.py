@@ -4,6 +4,11 @@ partials in split order and writes y. The sum is the same fp32 additions in the 
 order as a separate summing kernel would do, so results stay deterministic whichever
 program arrives last; a decode step saves one launch per split layer.
 
+Ordering, as in CUDA's threadfence reduction: every thread fences its partial's stores
+at GPU scope (PTX `fence.acq_rel.gpu`, so NVIDIA GPUs only), the program meets at a
+barrier, one thread counts with an acquire-release atomic, and the last program reads the
+partials past L1 (`.cg`).
+
 The counters live in one zeroed int32 buffer per device (`semaphores`). The last program
 of a tile resets its counter, so every launch leaves the buffer zeroed for the next one,
 CUDA graph replays included. Launches that share the buffer must not run concurrently
@@ -41,6 +46,9 @@ def store_tile(y, at, ok, y_ptr, part_ptr, sem_ptr, SPLITS, stride_ps, PARTIAL: 
     part_ptr[split] (stride_ps apart), the tile's last program adding them all up."""
     if PARTIAL:
         tl.store(part_ptr + tl.program_id(1) * stride_ps + at, y, mask=ok)
+        if not INTERPRET:  # every thread's stores made visible GPU-wide (CUDA's __threadfence)
+            tl.inline_asm_elementwise("fence.acq_rel.gpu;\n\tmov.b32 $0, $1;", "=r,r", [tl.program_id(0)],
+                                      dtype=tl.int32, is_pure=False, pack=1)
         tl.debug_barrier()  # all of this program's stores come before its count
         tile = tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)
         arrived = tl.atomic_add(sem_ptr + tile, 1, sem="acq_rel", scope="gpu")
