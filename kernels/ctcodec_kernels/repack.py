@@ -184,4 +184,15 @@ def prepare(
     if not identity:
         perm = torch.full((kp,), -1, dtype=torch.int32, device=device)
         perm[positions] = sources.to(torch.int32)
+    if device.type == "cuda":
+        _make_split_counters(device)
     return PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group)
+
+
+def _make_split_counters(device: torch.device) -> None:
+    # The split kernels' counters, made now (load time), not inside a CUDA graph later.
+    try:
+        from .split_sum import semaphores
+    except ImportError:  # no Triton: no kernel will run
+        return
+    semaphores(device)

@@ -9,10 +9,12 @@ at GPU scope (PTX `fence.acq_rel.gpu`, so NVIDIA GPUs only), the program meets a
 barrier, one thread counts with an acquire-release atomic, and the last program reads the
 partials past L1 (`.cg`).
 
-The counters live in one zeroed int32 buffer per device (`semaphores`). The last program
-of a tile resets its counter, so every launch leaves the buffer zeroed for the next one,
-CUDA graph replays included. Launches that share the buffer must not run concurrently
-(kernels on other streams at the same time), as with any split-K workspace.
+The counters live in one zeroed int32 buffer per device (`semaphores`), made at weight
+preparation, before any CUDA graph. The last program of a tile resets its counter, so
+every launch leaves the buffer zeroed for the next one, CUDA graph replays included.
+Split launches on one GPU must therefore not run at the same time (on two streams at
+once): interleaved counts would never reach a tile's last split, and y would be left
+unwritten. One stream, as a decode loop or a CUDA graph replay has, is safe.
 """
 
 from __future__ import annotations
@@ -23,17 +25,27 @@ import triton.language as tl
 from .dequant_math import round_to
 
 _SEMAPHORES: dict = {}
-_MIN_COUNTERS = 1 << 16  # 256 KiB: allocated once, before any graph capture in practice
+# K is split only when a launch has fewer output tiles than the GPU has SMs, so a launch
+# needs fewer counters than that: one fixed buffer, never replaced (a captured CUDA graph
+# keeps its address).
+COUNTERS = 1 << 12
 
 
-def semaphores(device, count: int):
-    """A zeroed int32 buffer of at least `count` counters on `device` (made once, grown
-    when a launch needs more)."""
+def semaphores(device, count: int = 1):
+    """The zeroed int32 counters of `device` (COUNTERS of them). Made on first use: call it
+    (ctcodec_kernels.prepare and ctcodec.compile_for_decoding do) before any CUDA graph is
+    captured or warmed up, whose memory pool would otherwise own the buffer."""
     import torch
 
+    if count > COUNTERS:
+        raise ValueError(f"a split launch needs {count} tile counters, more than the {COUNTERS} kept")
     buf = _SEMAPHORES.get(device)
-    if buf is None or buf.numel() < count:
-        buf = torch.zeros(max(count, _MIN_COUNTERS), dtype=torch.int32, device=device)
+    if buf is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("ctcodec_kernels: the split-K counters of this GPU were not made before CUDA graph "
+                               "capture; call ctcodec_kernels.split_sum.semaphores(device) (or prepare a weight "
+                               "there) first")
+        buf = torch.zeros(COUNTERS, dtype=torch.int32, device=device)
         _SEMAPHORES[device] = buf
     return buf
 

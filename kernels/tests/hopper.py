@@ -181,6 +181,11 @@ def main() -> int:
             row["error"] = f"{type(e).__name__}: {e}"[:2000]
         else:
             text = sass(c)
+            if constexprs.get("PARTIAL"):  # split_sum's ordering: fence, count, then L2 reads
+                ptx = c.asm["ptx"]
+                row.update(split_fence="fence.acq_rel.gpu" in ptx,
+                           split_atomic="atom.global.gpu.acq_rel.add" in ptx,
+                           split_reads_l2="ld.global.cg" in ptx)
             row.update(cubin_bytes=len(c.asm["cubin"]), registers=registers(c),
                        wgmma="wgmma" in c.asm["ptx"], mma_sync="mma.sync" in c.asm["ptx"],
                        ldg128="LDG.E.128" in text, i2f="I2F" in text, local="STL" in text)

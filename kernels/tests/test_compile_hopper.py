@@ -104,3 +104,13 @@ def test_tensor_core_gemv_over_rows_costs_no_more_than_split_k(compiled):
                if name.startswith("splitk b4 fp16") and "fp16 dequant" in name]
     assert rows and split_k
     assert min(rows) < min(split_k), (rows, split_k)
+
+
+def test_split_kernels_order_their_partials_before_the_count(compiled):
+    # split_sum.store_tile on the GPU: every thread fences its partial's stores at GPU scope,
+    # one thread counts with an acquire-release atomic, and the last program reads the
+    # partials from L2 (.cg), not from a stale L1 line. The interpreter cannot check this.
+    split = {name: row for name, row in compiled.items() if "split_fence" in row}
+    assert len(split) >= 10, sorted(split)
+    for name, row in split.items():
+        assert row["split_fence"] and row["split_atomic"] and row["split_reads_l2"], (name, row)

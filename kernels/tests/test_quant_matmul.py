@@ -17,7 +17,7 @@ from reference import assert_matmul_close, same_bits
 
 import ctcodec_kernels as ck
 from ctcodec_kernels.matmul import choose_path, split_count
-from ctcodec_kernels.split_sum import semaphores
+from ctcodec_kernels.split_sum import COUNTERS, semaphores
 from ctcodec_kernels.tuning import SPLIT_K, Config
 
 PATH_ROWS = [("gemv", 1), ("splitk", 3), ("splitk", 17), ("tiled", 33)]
@@ -160,6 +160,16 @@ def test_split_k_sums_in_kernel_and_leaves_counters_zeroed(device, path, config)
         assert same_bits(ck.quant_matmul(x, w, path=path, config=config), first)
     assert not semaphores(w.device, 1).any()
     check(qw, x.cpu(), path, device, config)
+
+
+def test_split_counters_are_one_fixed_buffer():
+    # Made once per device and never replaced (a captured CUDA graph keeps its address).
+    cpu = torch.device("cpu")
+    first = semaphores(cpu)
+    assert first.dtype == torch.int32 and first.numel() == COUNTERS and not first.any()
+    assert semaphores(cpu, COUNTERS) is first
+    with pytest.raises(ValueError, match="counters"):
+        semaphores(cpu, COUNTERS + 1)
 
 
 def test_tensor_core_gemv_refuses_bf16_with_8_bits(device):

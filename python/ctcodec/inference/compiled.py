@@ -24,5 +24,17 @@ def compile_for_decoding(model, *, mode: str | None = None, backend: str = "indu
         options["mode"] = mode or ("reduce-overhead" if device.type == "cuda" else "default")
     elif mode is not None:
         raise ValueError(f"mode {mode!r} is for the inductor backend, not {backend!r}")
+    if device.type == "cuda":
+        _make_split_counters(device)
     model.forward = torch.compile(model.forward, fullgraph=True, backend=backend, **options)
     return model
+
+
+def _make_split_counters(device) -> None:
+    # The kernels' split-K counters must exist before CUDA graphs warm up and capture
+    # (their memory pool would own them otherwise); weights prepared elsewhere made them.
+    try:
+        from ctcodec_kernels.split_sum import semaphores
+    except ImportError:  # no kernels installed: nothing splits
+        return
+    semaphores(device)
