@@ -207,13 +207,6 @@ def sparse24_parts(dense24):
     return vals, mask
 
 
-def _fastest(configs, run) -> object:
-    """The fastest of `configs` for one call (do_bench, as the tuner times)."""
-    from triton.testing import do_bench
-
-    return min(configs, key=lambda c: do_bench(lambda: run(c), warmup=5, rep=20))
-
-
 def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = lambda rows: None) -> list[dict]:
     """Per shape and M: torch fp16/bf16, W4, W8 (tuned), and at M = 1 both GEMVs on their
     own; `on_shape(rows so far)` after each shape (the JSON is kept current)."""
@@ -221,7 +214,7 @@ def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = la
     import torch.nn.functional as F
 
     import ctcodec_kernels as ck
-    from ctcodec_kernels.tuning import GEMV, GEMV_TC
+    from ctcodec_kernels.tuning import GEMV, GEMV_TC, Tuner
 
     out = []
     for n, k in shapes:
@@ -257,7 +250,8 @@ def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = la
                 # Both GEMVs on their own (the tuned w4 row takes the faster), and what the tuner chose.
                 tc = [c for c in GEMV_TC.configs if c.tensor_cores]
                 for label, configs in (("w4_tc_gemv_us", tc), ("w4_cuda_core_gemv_us", GEMV.configs)):
-                    cfg = _fastest(configs, lambda c: ck.quant_matmul(x, base_w4, path="gemv", config=c))
+                    # The kernels' own tuner over that list alone: the config it would pick.
+                    cfg = Tuner(label, configs).pick(n, lambda c: ck.quant_matmul(x, base_w4, path="gemv", config=c))
                     entry_rows[m][label] = time_calls([lambda w=w: ck.quant_matmul(x, w, path="gemv", config=cfg)
                                                        for w in ws])
                     entry_rows[m][label.replace("_us", "_config")] = str(cfg)

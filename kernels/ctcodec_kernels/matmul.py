@@ -163,14 +163,14 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
     if path == "gemv" and m != 1:
         raise ValueError(f"the gemv path takes one row of x, got {m}")
     launch = _launch_gemv if path == "gemv" else _launch_dot
+    tuner = None if config else tuner_for(path, tensor_core_gemv_takes(x.dtype, w.num_bits))
     # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements.
     step = max(1, (2**31 - 1) // max(w.k, w.n))
     with on_device(x, interp=interp):
         for r0 in range(0, m, step):
             xs, ys = (x2, y) if m <= step else (x2[r0:r0 + step], y[r0:r0 + step])
-            tuner = tuner_for(path, tensor_core_gemv_takes(x.dtype, w.num_bits))
             cfg = config or tuner.pick(_tuning_key(path, xs.shape[0], w, xs),
-                                              lambda c: launch(xs, w, ys, c, interp))
+                                       lambda c: launch(xs, w, ys, c, interp))
             launch(xs, w, ys, cfg, interp)
     return y.reshape(*lead, w.n)
 
