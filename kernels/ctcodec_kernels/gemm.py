@@ -85,6 +85,19 @@ def _whole_block_fp16(acc, words, x_rows, s_ptr, z_ptr, perm_ptr, blk, rn, n_ok,
 
 
 @triton.jit
+def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(row tile, column tile) of this program: programs walk output tiles GROUP_M rows of
+    tiles at a time, so tiles running together share their weight columns in L2."""
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * grid_n
+    first_m = (pid // width) * GROUP_M
+    rows_here = tl.minimum(grid_m - first_m, GROUP_M)
+    return first_m + (pid % width) % rows_here, (pid % width) // rows_here
+
+
+@triton.jit
 def dot_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, y_ptr, part_ptr, sem_ptr,
     M, N, K, NBLK, BLK_PER_SPLIT, SPLITS, stride_xm, stride_qn, stride_om, stride_ps,
@@ -102,17 +115,7 @@ def dot_kernel(
     # weight feeds wgmma from registers and never goes through shared memory.
     PPW: tl.constexpr = 32 // BITS
     KB: tl.constexpr = 32 * PPW
-    # Programs walk output tiles GROUP_M rows of tiles at a time, so tiles running
-    # together share their weight columns in L2.
-    pid = tl.program_id(0)
-    grid_m = tl.cdiv(M, BLOCK_M)
-    grid_n = tl.cdiv(N, BLOCK_N)
-    width = GROUP_M * grid_n
-    first_m = (pid // width) * GROUP_M
-    rows_here = tl.minimum(grid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % width) % rows_here
-    pid_n = (pid % width) // rows_here
-
+    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rj = tl.arange(0, 32)

@@ -54,7 +54,9 @@ def _halves(t, DT: tl.constexpr):
 def _pair(words, p: tl.constexpr, ZERO: tl.constexpr, BITS: tl.constexpr, BF16: tl.constexpr,
           INTERPRET: tl.constexpr):
     """q - ZERO of codes p (low half) and p + PPW/2 (high half) of every word, exact in
-    fp16 (bf16 for BF16, 4-bit only), as a trailing axis of 2."""
+    fp16 (bf16 for BF16, 4-bit only), as a trailing axis of 2. ZERO is a constant or a
+    tensor of zero codes that broadcasts to that shape (in x's dtype; fp32 when
+    interpreting)."""
     if BF16:  # 0x4300 | q is the bf16 128 + q (7 fraction bits: 4-bit codes only)
         v = _halves(((words >> (p * 4)) & 0x000F000F) | 0x43004300, tl.bfloat16)
         if INTERPRET:  # no bf16 arithmetic there; exact either way (small integers)
@@ -86,16 +88,26 @@ def _k_order(KB: tl.constexpr, HALFW: tl.constexpr):
 @triton.jit
 def _block_tile(words, BITS: tl.constexpr, BF16: tl.constexpr, INTERPRET: tl.constexpr):
     """The block's q - 2**(BITS-1) as one [BLOCK_N, KB] fp16 (bf16) tile in _k_order."""
-    PPW: tl.constexpr = 32 // BITS
-    KB: tl.constexpr = 32 * PPW
     MID: tl.constexpr = 1 << (BITS - 1)
     BLOCK_N: tl.constexpr = words.shape[0]
     w4 = tl.reshape(words, (BLOCK_N, 4, 4, 2))  # word j = c*8 + ch*2 + sec -> [., c, ch, sec]
     p0 = _pair(w4, 0, MID, BITS, BF16, INTERPRET)
     p1 = _pair(w4, 1, MID, BITS, BF16, INTERPRET)
     if BITS == 4:
-        j23 = tl.join(_pair(w4, 2, MID, BITS, BF16, INTERPRET), _pair(w4, 3, MID, BITS, BF16, INTERPRET))
-        tile = tl.permute(tl.join(tl.join(p0, p1), j23), (0, 6, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, a, b]: p = a + 2b
+        tile = _arrange(p0, p1, _pair(w4, 2, MID, BITS, BF16, INTERPRET), _pair(w4, 3, MID, BITS, BF16, INTERPRET), BITS)
+    else:
+        tile = _arrange(p0, p1, p0, p1, BITS)
+    return tile
+
+
+@triton.jit
+def _arrange(p0, p1, p2, p3, BITS: tl.constexpr):
+    """The pairs of code positions 0..PPW/2 - 1 (_pair's shape; p2 and p3 unused for
+    8 bits) as one [BLOCK_N, KB] tile in _k_order."""
+    BLOCK_N: tl.constexpr = p0.shape[0]
+    KB: tl.constexpr = 32 * (32 // BITS)
+    if BITS == 4:
+        tile = tl.permute(tl.join(tl.join(p0, p1), tl.join(p2, p3)), (0, 6, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, a, b]: p = a + 2b
     else:
         tile = tl.permute(tl.join(p0, p1), (0, 5, 2, 3, 1, 4))  # [., c, ch, sec, h, p]
     return tl.reshape(tile, (BLOCK_N, KB))

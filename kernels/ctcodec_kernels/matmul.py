@@ -5,7 +5,8 @@
 - 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py), or where it
   takes the weight and x and the tuner times it faster, the tensor-core GEMV over row tiles.
 - M > 32: tiled tensor-core GEMM (gemm.py; it too splits K when its tiles cannot fill
-  the GPU), or, when the tuner times it faster, the weight decoded whole and torch.matmul.
+  the GPU), or, when the tuner times them faster, the same with the weight bit-unpacked in
+  registers (gemm_tc.py), or the weight decoded whole and torch.matmul.
 All accumulate in fp32 and round the output once to x's dtype.
 """
 
@@ -17,6 +18,7 @@ import triton
 from ._runtime import interpreting, on_device, require_runtime, sm_count
 from .decode import dequantize
 from .gemm import dot_kernel
+from .gemm_tc import gemm_tc_kernel
 from .gemv import gemv_kernel
 from .gemv_tc import gemv_tc_kernel
 from .repack import PreparedWeight, prepare
@@ -81,6 +83,32 @@ def tensor_core_gemv_takes(dtype: torch.dtype, bits: int) -> bool:
     return dtype == torch.float16 or (dtype == torch.bfloat16 and bits == 4)
 
 
+def unpacked_takes(path: str, dtype: torch.dtype, w: PreparedWeight) -> bool:
+    """Whether the bit-unpacking kernels take x and the weight: the tensor-core GEMV (GEMV
+    and split-K), and for the tiled path gemm_tc, which also needs scales in x's dtype
+    (its product is one rounding in that dtype)."""
+    takes = tensor_core_gemv_takes(dtype, w.num_bits)
+    return takes and (path != "tiled" or w.scales.dtype == dtype)
+
+
+def _launch_gemm_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
+    """The bit-unpacked tiled GEMM (gemm_tc.py) over x permuted once into the weight's k order."""
+    if not unpacked_takes("tiled", x2.dtype, w):
+        raise ValueError(f"the bit-unpacked GEMM takes float16 x, or bfloat16 x with 4-bit weights, with scales "
+                         f"of x's dtype; got {x2.dtype} x, {w.num_bits}-bit weights, {w.scales.dtype} scales")
+    m = x2.shape[0]
+    xk = torch.nn.functional.pad(x2, (0, 1)).index_select(1, w.k_order_sources)  # padding reads the zero column
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(w.n, cfg.block_n)
+    splits, per, part, sem = _tile_splits(y, tiles, w.blocks, cfg.split)
+    gemm_tc_kernel[(tiles, splits)](
+        xk, w.qweight, w.scales, _optional(w.zeros, w.qweight), y, part, sem,
+        m, w.n, w.blocks, per, splits, xk.stride(0), w.qweight.stride(0), w.n, m * w.n,
+        BITS=w.num_bits, GROUP=w.group, HAS_ZP=w.zeros is not None, BF16=x2.dtype == torch.bfloat16,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, GROUP_M=cfg.group_m, PARTIAL=splits > 1,
+        INTERPRET=interp, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+
 def _split_buffers(y: torch.Tensor, splits: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A split kernel's fp32 partials [splits, *y.shape] and its per-tile counters
     (split_sum.py); y itself and no counters when K is not split (never read then)."""
@@ -88,6 +116,12 @@ def _split_buffers(y: torch.Tensor, splits: int, tiles: int) -> tuple[torch.Tens
         return y, y
     part = torch.empty(splits, *y.shape, dtype=torch.float32, device=y.device)
     return part, semaphores(y.device, tiles)
+
+
+def _tile_splits(y: torch.Tensor, tiles: int, blocks: int, split: bool):
+    """(splits, blocks per split, partials, counters) of a tiled launch; K unsplit unless `split`."""
+    splits, per = split_count(tiles, blocks, sm_count(y.device.index or 0)) if split else (1, blocks)
+    return (splits, per, *_split_buffers(y, splits, tiles))
 
 
 def split_count(tiles: int, blocks: int, sms: int) -> tuple[int, int]:
@@ -110,15 +144,15 @@ def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Confi
     if cfg.tensor_cores:  # exact (q - zp) products, scales per group partial sum, as the GEMV
         _launch_gemv_tc(x2, w, y, cfg, interp)
         return
+    if cfg.bit_unpack:
+        _launch_gemm_tc(x2, w, y, cfg, interp)
+        return
     if cfg.dense:  # the decoded weight (ctcodec's decode, bit for bit) times x by torch
         torch.matmul(x2, dequantize(w, x2.dtype).t(), out=y)
         return
     m = x2.shape[0]
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(w.n, cfg.block_n)
-    splits, per = (1, w.blocks)
-    if cfg.split:
-        splits, per = split_count(tiles, w.blocks, sm_count(y.device.index or 0))
-    part, sem = _split_buffers(y, splits, tiles)
+    splits, per, part, sem = _tile_splits(y, tiles, w.blocks, cfg.split)
     dot_kernel[(tiles, splits)](
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), y, part, sem,
         m, w.n, w.k, w.blocks, per, splits, x2.stride(0), w.qweight.stride(0), w.n, m * w.n,
@@ -163,7 +197,7 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
     if path == "gemv" and m != 1:
         raise ValueError(f"the gemv path takes one row of x, got {m}")
     launch = _launch_gemv if path == "gemv" else _launch_dot
-    tuner = None if config else tuner_for(path, tensor_core_gemv_takes(x.dtype, w.num_bits))
+    tuner = None if config else tuner_for(path, unpacked_takes(path, x.dtype, w))
     # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements.
     step = max(1, (2**31 - 1) // max(w.k, w.n))
     with on_device(x, interp=interp):

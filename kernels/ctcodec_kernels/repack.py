@@ -21,7 +21,8 @@ from functools import cached_property
 
 import torch
 
-from .word_packing import SLICE, SUPPORTED_BITS, block_columns, codes_per_word, pack_blocks, packed_width, unpack_rows
+from .word_packing import (SLICE, SUPPORTED_BITS, block_columns, codes_per_word, k_order_columns, pack_blocks,
+                           packed_width, unpack_rows)
 
 # Kernel group size of per-channel weights: larger than any K, so every column is group 0.
 CHANNEL_GROUP = 1 << 30
@@ -59,6 +60,17 @@ class PreparedWeight:
         """What of this weight decides a kernel config (part of the tuner's key); made once."""
         return (self.n, self.k_padded, self.num_bits, self.group, self.zeros is not None, self.perm is not None,
                 self.scales.dtype)
+
+    @cached_property
+    def k_order_sources(self) -> torch.Tensor:
+        """x's column at each position of the bit-unpacked GEMM's k order (gemm_tc.py), block
+        by block, with `perm` folded in; k (a zero column appended to x) at padding. Made on
+        first use (a prefill outside CUDA graph capture), int64 [k_padded]."""
+        kb = block_columns(self.num_bits)
+        cols = (torch.arange(self.blocks, device=self.device)[:, None] * kb
+                + k_order_columns(self.num_bits, self.device)[None, :]).reshape(-1)
+        src = cols if self.perm is None else self.perm.to(torch.int64)[cols]
+        return torch.where((src < 0) | (src >= self.k), self.k, src)
 
     @property
     def run(self) -> int:

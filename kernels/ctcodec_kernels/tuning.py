@@ -25,6 +25,7 @@ class Config:
     swap_ab: bool = False  # tensor-core paths: W x^T, the weight as the MMA's A operand
     dense: bool = False  # tiled path: decode the whole weight, then torch.matmul (cuBLAS)
     tensor_cores: bool = False  # GEMV and split-K: the tensor-core GEMV (gemv_tc.py), fp16 x or bf16 x with 4 bits
+    bit_unpack: bool = False  # tiled path: gemm_tc.py, the weight unpacked by bit tricks in registers (wgmma's A)
 
 
 def _tuning_switched_off() -> bool:
@@ -117,12 +118,24 @@ TILED = Tuner("tiled", [
     # (prefill) amortizes; a bound on how far below dense a W4A16 prefill can fall.
     Config(block_n=0, num_warps=0, dense=True),
 ])
+# The weight unpacked by the tensor-core GEMV's bit tricks and scaled in x's dtype, as
+# wgmma's A operand from registers (gemm_tc.py): sm_90, symmetric 4-bit fp16, 3.6-3.9
+# instructions per weight with no shared-memory store of the weight, against 5.3 for the
+# tiled configs above. BLOCK_N is 64 per warpgroup (a warpgroup's wgmma covers 64 rows).
+# Not first: an untuned call keeps the tiled kernel.
+TILED_TC = Tuner("tiled, bit-unpacked weight too", [
+    *TILED.configs,
+    Config(block_m=64, block_n=64, num_warps=4, num_stages=3, bit_unpack=True),
+    Config(block_m=64, block_n=128, num_warps=8, num_stages=4, bit_unpack=True),
+    Config(block_m=128, block_n=128, num_warps=8, num_stages=3, bit_unpack=True),
+    Config(block_m=128, block_n=64, num_warps=4, num_stages=4, bit_unpack=True),
+])
 TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}
 
 
 def tuner_for(path: str, tensor_core_gemv: bool) -> Tuner:
-    """The tuner of a path; the GEMV's list has the tensor-core GEMV where it takes the
-    weight and x (`matmul.tensor_core_gemv_takes`)."""
-    if tensor_core_gemv and path in ("gemv", "splitk"):
-        return GEMV_TC if path == "gemv" else SPLIT_K_TC
+    """The tuner of a path; its list has the tensor-core GEMV (GEMV and split-K) or the
+    bit-unpacked GEMM (tiled) where they take the weight and x (`matmul.unpacked_takes`)."""
+    if tensor_core_gemv:
+        return {"gemv": GEMV_TC, "splitk": SPLIT_K_TC, "tiled": TILED_TC}[path]
     return TUNERS[path]

@@ -65,3 +65,14 @@ def pack_blocks(codes: torch.Tensor, bits: int) -> torch.Tensor:
     c = codes.to(torch.int64).view(rows, blocks, ppw, SLICE)
     shifts = (torch.arange(ppw, device=codes.device, dtype=torch.int64) * bits).view(1, 1, ppw, 1)
     return _to_int32((c << shifts).sum(2)).view(rows, blocks * SLICE)
+
+
+def k_order_columns(bits: int, device=None) -> torch.Tensor:
+    """The block column behind each k of the bit-unpacking kernels' MMAs (gemv_tc._k_order,
+    the same map): position k = p*64 + ch*16 + sec*8 + c*2 + h holds code p + h*PPW/2 of
+    word c*8 + ch*2 + sec, i.e. column (p + h*PPW/2)*32 + c*8 + ch*2 + sec. int64 [KB]."""
+    k = torch.arange(block_columns(bits), device=device)
+    rem = k % 64
+    code = k // 64 + (rem % 2) * (codes_per_word(bits) // 2)
+    word = ((rem % 8) // 2) * 8 + (rem // 16) * 2 + (rem % 16) // 8
+    return code * SLICE + word

@@ -92,9 +92,10 @@ def cases():
     from ctcodec_kernels.bitmask import expand_rows_kernel
     from ctcodec_kernels.decode import dequant_kernel
     from ctcodec_kernels.gemm import dot_kernel
+    from ctcodec_kernels.gemm_tc import gemm_tc_kernel
     from ctcodec_kernels.gemv import gemv_kernel
     from ctcodec_kernels.gemv_tc import gemv_tc_kernel
-    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, SPLIT_K_TC, TILED
+    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, SPLIT_K_TC, TILED, TILED_TC
 
     out = []
     # Every config once (4-bit, the heavier unpacking), and each kind of weight once.
@@ -130,6 +131,22 @@ def cases():
                                      "y_ptr": f"*{xtype}"},
                     dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=perm, BLOCK_M=rows, BLOCK_N=c.block_n,
                          BF16=xtype == "bf16", PARTIAL=True, INTERPRET=False, _weights_per_thread=per_thread),
+                    c.num_warps, c.num_stages))
+    # The bit-unpacked tiled GEMM (x in the weight's k order): every config with the common
+    # weight, each kind of weight with the first config.
+    unpacked = [c for c in TILED_TC.configs if c.bit_unpack]
+    gemm_cases = [(4, False, 128, "fp16", c) for c in unpacked]
+    gemm_cases += [(4, True, 128, "fp16", unpacked[0]), (4, True, 64, "fp16", unpacked[0]), (4, False, 32, "fp16", unpacked[0]),
+                   (8, False, 128, "fp16", unpacked[0]), (8, True, 64, "fp16", unpacked[0]),
+                   (4, False, 128, "bf16", unpacked[0]), (4, True, 128, "bf16", unpacked[0])]
+    for bits, zp, group, xtype, c in gemm_cases:
+        per_thread = c.block_n * 32 * (32 // bits) // (32 * c.num_warps)
+        out.append((f"tiled-unpacked b{bits} zp={zp} g{group} {xtype} {c.block_m}x{c.block_n} w{c.num_warps} "
+                    f"s{c.num_stages}", gemm_tc_kernel,
+                    {**_QUANT, **_INTS, **_SPLIT, "xk_ptr": f"*{xtype}", "s_ptr": f"*{xtype}", "y_ptr": f"*{xtype}"},
+                    dict(BITS=bits, GROUP=group, HAS_ZP=zp, BF16=xtype == "bf16", BLOCK_M=c.block_m,
+                         BLOCK_N=c.block_n, GROUP_M=c.group_m, PARTIAL=True, INTERPRET=False,
+                         _weights_per_thread=per_thread),
                     c.num_warps, c.num_stages))
     # Tensor-core paths: fp16 x with fp16 scales dequantizes in fp16 (HALF); bf16 and the
     # fp32 dequantization of fp16 are there too, so a run shows both.

@@ -16,9 +16,10 @@ from packing import QuantWeight, random_weight
 from reference import assert_matmul_close, same_bits
 
 import ctcodec_kernels as ck
-from ctcodec_kernels.matmul import choose_path, split_count
+from ctcodec_kernels.matmul import choose_path, split_count, unpacked_takes
 from ctcodec_kernels.split_sum import COUNTERS, semaphores
-from ctcodec_kernels.tuning import SPLIT_K, Config
+from ctcodec_kernels.tuning import SPLIT_K, TILED, TILED_TC, Config, tuner_for
+from ctcodec_kernels.word_packing import block_columns, k_order_columns
 
 PATH_ROWS = [("gemv", 1), ("splitk", 3), ("splitk", 17), ("tiled", 33)]
 
@@ -180,6 +181,66 @@ def test_tensor_core_gemv_refuses_bf16_with_8_bits(device):
                         config=TC_GEMV)
 
 
+UNPACKED = Config(block_m=64, block_n=64, num_warps=4, num_stages=3, bit_unpack=True)
+
+
+@pytest.mark.parametrize("bits,group,asym,act_order,dtype", [
+    (4, 128, False, False, torch.float16), (4, 32, True, False, torch.float16), (4, 64, False, True, torch.float16),
+    (4, None, True, False, torch.float16), (4, 512, True, False, torch.float16), (4, 96, False, "uneven", torch.float16),
+    (8, 32, False, False, torch.float16), (8, 64, True, True, torch.float16), (8, 256, True, False, torch.float16),
+    (8, None, False, False, torch.float16),
+    (4, 128, False, False, torch.bfloat16), (4, 32, True, True, torch.bfloat16), (4, None, True, False, torch.bfloat16),
+])
+@pytest.mark.parametrize("m,split", [(40, True), (70, False)])
+def test_bit_unpacked_gemm(device, bits, group, asym, act_order, dtype, m, split):
+    # The tiled path with the weight unpacked in registers (gemm_tc.py): every group layout
+    # (scale rows per code pair, per half block, per block or more), zero points added into
+    # the words, act order folded into x's k-order permutation, K padding, rows and weight
+    # rows past a tile, K split across programs or not.
+    qw = random_weight(m + bits + (group or 0), bits, 70, 600, group, asym=asym, act_order=act_order,
+                       scale_dtype=dtype)
+    check(qw, _x(m, (m, 600), dtype), "tiled", device, replace(UNPACKED, split=split))
+
+
+@pytest.mark.parametrize("config", [replace(UNPACKED, block_n=128, num_warps=8), replace(UNPACKED, block_m=128)])
+def test_bit_unpacked_gemm_configs(device, config):
+    qw = random_weight(17, 4, 150, 520, 128, asym=True, scale_dtype=torch.float16)
+    check(qw, _x(17, (130, 520), torch.float16), "tiled", device, config)
+
+
+@settings(max_examples=15, deadline=None)
+@given(bits=st.sampled_from([4, 8]), n=st.integers(1, 80), k=st.integers(1, 600),
+       group=st.sampled_from([32, 64, 128, 256, 48, None]), asym=st.booleans(),
+       act_order=st.sampled_from([False, True, "uneven"]), m=st.integers(33, 80), bf16=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_bit_unpacked_gemm_random_shapes(device, bits, n, k, group, asym, act_order, m, bf16, seed):
+    dtype = torch.bfloat16 if bf16 and bits == 4 else torch.float16
+    if group is None:
+        act_order = False
+    qw = random_weight(seed, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=dtype)
+    check(qw, _x(seed, (m, k), dtype), "tiled", device, UNPACKED)
+
+
+@pytest.mark.parametrize("bits,dtype,scale_dtype", [(8, torch.bfloat16, torch.bfloat16),
+                                                    (4, torch.float16, torch.bfloat16),
+                                                    (4, torch.bfloat16, torch.float32)])
+def test_bit_unpacked_gemm_refuses_what_it_cannot_make_exact(device, bits, dtype, scale_dtype):
+    # 8-bit codes do not fit bf16's magic; a scale of another dtype than x would need the
+    # product in fp32: the tuner does not offer the kernel there, and a forced call says why.
+    qw = random_weight(18, bits, 16, 256, 128, scale_dtype=scale_dtype)
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    assert tuner_for("tiled", unpacked_takes("tiled", dtype, w)) is TILED
+    with pytest.raises(ValueError, match="bit-unpacked"):
+        ck.quant_matmul(_x(18, (40, 256), dtype).to(device), w, path="tiled", config=UNPACKED)
+
+
+def test_k_order_is_a_permutation_of_each_block():
+    for bits in (4, 8):
+        cols = k_order_columns(bits)
+        assert sorted(cols.tolist()) == list(range(block_columns(bits)))
+
+
 @pytest.mark.parametrize("path,config", [
     ("splitk", Config(block_m=16, block_n=64, num_warps=4, split=False)),  # direct store
     ("splitk", Config(block_m=32, block_n=32, num_warps=4)),
@@ -225,6 +286,15 @@ def test_one_shot_call(device):
     assert_matmul_close(ck.dequant_matmul(x.to(device), *args, **kw), x, qw.decoded(torch.bfloat16))
 
 
+def test_tiled_tuner_offers_the_bit_unpacked_gemm_after_the_tiled_kernel(device):
+    qw = random_weight(19, 4, 16, 256, 128, scale_dtype=torch.float16)
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    tuner = tuner_for("tiled", unpacked_takes("tiled", torch.float16, w))
+    assert tuner is TILED_TC and tuner.configs[0] == TILED.configs[0]  # untuned: the tiled kernel
+    assert any(c.bit_unpack for c in tuner.configs)
+
+
 def test_path_choice_and_splits():
     assert [choose_path(m) for m in (1, 2, 32, 33, 4096)] == ["gemv", "splitk", "splitk", "tiled", "tiled"]
     assert split_count(tiles=200, blocks=64, sms=132) == (1, 64)
@@ -252,7 +322,8 @@ SWAPPED = Config(block_m=32, block_n=64, num_warps=4, swap_ab=True)
 
 
 @pytest.mark.parametrize("path,config", [("splitk", None), ("tiled", None), ("tiled", SWAPPED),
-                                         ("tiled", Config(block_n=0, num_warps=0, dense=True))])
+                                         ("tiled", Config(block_n=0, num_warps=0, dense=True)),
+                                         ("tiled", replace(UNPACKED, block_m=16))])
 @pytest.mark.parametrize("bits,group,asym,act_order,scale_range", [
     (4, 32, False, False, (0.01, 0.2)),
     (4, 64, True, True, (0.01, 0.2)),
@@ -271,5 +342,7 @@ def test_tensor_core_paths_multiply_by_the_decoded_weight_bit_for_bit(device, pa
                        scale_range=scale_range)
     args, kw = qw.prepare_args(device)
     w = ck.prepare(*args, **kw)
+    if config is not None and config.bit_unpack and not unpacked_takes(path, dtype, w):
+        pytest.skip("8-bit codes with bf16 x: not taken by the bit-unpacked GEMM (see the refusal test)")
     y = ck.quant_matmul(torch.eye(k, dtype=dtype, device=device), w, path=path, config=config)
     assert same_bits(y.t().contiguous(), qw.decoded(dtype))
