@@ -22,8 +22,11 @@ STAGES=" ${STAGES:-tests bench e2e e2e7b} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 if want tests; then
 echo "== kernel tests"; SECONDS=0
-CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-180}" python3 -m pytest -q kernels/tests -p no:cacheprovider \
-  --ignore kernels/tests/test_compile_hopper.py 2>&1 | tail -25 | tee "$OUT/kernel-tests.log"
+# -v: a line per test as it ends, so a run cut off by the limit still shows what passed.
+CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-180}" python3 -m pytest -v kernels/tests -p no:cacheprovider \
+  --ignore kernels/tests/test_compile_hopper.py > "$OUT/kernel-tests.log" 2>&1
+echo "kernel tests passed: $(grep -c ' PASSED' "$OUT/kernel-tests.log"), failed: $(grep -cE ' (FAILED|ERROR)' "$OUT/kernel-tests.log")"
+grep -E ' (FAILED|ERROR)' "$OUT/kernel-tests.log" | head -20; tail -3 "$OUT/kernel-tests.log"
 echo "kernel tests: ${SECONDS}s"
 fi
 if want bench; then
