@@ -154,7 +154,7 @@ def check_correctness(device, n: int = 4096, k: int = 4096 + 64) -> list[str]:
             for m, path in ((1, "gemv"), (1, "splitk"), (16, "splitk"), (256, "tiled")):
                 x = torch.randn(m, k, device=device, dtype=torch.float16)
                 ref = x.float() @ dense.T
-                tuner = tuner_for(path, True)  # fp16 x and scales: the bit-unpacking kernels' lists too
+                tuner = tuner_for(path, True, True)  # fp16 x and scales: the bit-unpacking kernels' lists too
                 # Zero points and act order: the first config, and the first tensor-core one.
                 configs = tuner.configs if not asym else (
                     tuner.configs[:1] + [c for c in tuner.configs[1:] if c.tensor_cores or c.bit_unpack][:1])
@@ -214,7 +214,7 @@ def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = la
     import torch.nn.functional as F
 
     import ctcodec_kernels as ck
-    from ctcodec_kernels.tuning import GEMV, GEMV_TC, TILED, TILED_TC, Tuner
+    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, SPLIT_K_TC, SPLIT_K_UNPACKED, TILED, TILED_TC, Tuner
 
     out = []
     for n, k in shapes:
@@ -248,13 +248,16 @@ def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = la
                 entry_rows[m]["w4_splitk_us"] = time_calls([lambda w=w: ck.quant_matmul(x, w, path="splitk")
                                                             for w in ws])
             # Each kind of kernel on its own (the tuned w4 row takes the fastest), and what
-            # the tuner chose: at M = 1 both GEMVs, from M = 33 the tiled kernels against the
-            # bit-unpacked GEMM.
+            # the tuner chose: at M = 1 both GEMVs, above it the path's own kernel against
+            # the tensor-core GEMV over rows (M <= 32) and the bit-unpacked GEMM.
             path = ck.choose_path(m)
             lists = {"gemv": (("w4_tc_gemv_us", [c for c in GEMV_TC.configs if c.tensor_cores]),
                               ("w4_cuda_core_gemv_us", GEMV.configs)),
+                     "splitk": (("w4_unpacked_us", [c for c in SPLIT_K_UNPACKED.configs if c.bit_unpack]),
+                                ("w4_tc_gemv_us", [c for c in SPLIT_K_TC.configs if c.tensor_cores]),
+                                ("w4_splitk_kernel_us", SPLIT_K.configs)),
                      "tiled": (("w4_unpacked_us", [c for c in TILED_TC.configs if c.bit_unpack]),
-                               ("w4_tiled_kernels_us", TILED.configs))}.get(path, ())
+                               ("w4_tiled_kernels_us", TILED.configs))}[path]
             for label, configs in lists:
                 # The kernels' own tuner over that list alone: the config it would pick.
                 cfg = Tuner(label, configs).pick(n, lambda c: ck.quant_matmul(x, base_w4, path=path, config=c))
@@ -264,12 +267,7 @@ def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = la
             entry_rows[m]["path"] = ck.choose_path(m)
             r = entry_rows[m]
             extra = "".join(f"  {label} {r[label + '_us']:8.1f} us" for label in EXTRA_ROWS if label + "_us" in r)
-            if m == 1:
-                extra += (f"  W4 GEMV: tensor cores {r['w4_tc_gemv_us']:.1f} us, "
-                          f"CUDA cores {r['w4_cuda_core_gemv_us']:.1f} us")
-            elif "w4_unpacked_us" in r:
-                extra += (f"  W4 tiled: bit-unpacked {r['w4_unpacked_us']:.1f} us, "
-                          f"tiled kernels {r['w4_tiled_kernels_us']:.1f} us")
+            extra += "".join(f"  {label[3:-3]} {r[label]:.1f} us" for label, _ in lists)
             print(f"    M={m:4d} fp16 {r['torch_fp16_us']:8.1f} us  bf16 {r['torch_bf16_us']:8.1f} us  "
                   f"W4 {r['w4_us']:8.1f} us  W8 {r['w8_us']:8.1f} us{extra}", flush=True)
         out.extend(entry_rows.values())

@@ -2,8 +2,9 @@
 
 - M == 1: GEMV, memory-bound: on CUDA cores (gemv.py), or for fp16 x on tensor cores
   (gemv_tc.py) when the tuner times that faster.
-- 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py), or where it
-  takes the weight and x and the tuner times it faster, the tensor-core GEMV over row tiles.
+- 2 <= M <= 32: split-K tensor-core kernel with 16/32-row tiles (gemm.py), or where they
+  take the weight and x and the tuner times them faster, the tensor-core GEMV over row
+  tiles or the bit-unpacked GEMM (gemm_tc.py).
 - M > 32: tiled tensor-core GEMM (gemm.py; it too splits K when its tiles cannot fill
   the GPU), or, when the tuner times them faster, the same with the weight bit-unpacked in
   registers (gemm_tc.py), or the weight decoded whole and torch.matmul.
@@ -83,21 +84,28 @@ def tensor_core_gemv_takes(dtype: torch.dtype, bits: int) -> bool:
     return dtype == torch.float16 or (dtype == torch.bfloat16 and bits == 4)
 
 
-def unpacked_takes(path: str, dtype: torch.dtype, w: PreparedWeight) -> bool:
-    """Whether the bit-unpacking kernels take x and the weight: the tensor-core GEMV (GEMV
-    and split-K), and for the tiled path gemm_tc, which also needs scales in x's dtype
-    (its product is one rounding in that dtype)."""
-    takes = tensor_core_gemv_takes(dtype, w.num_bits)
-    return takes and (path != "tiled" or w.scales.dtype == dtype)
+def unpacked_gemm_takes(dtype: torch.dtype, w: PreparedWeight) -> bool:
+    """Whether the bit-unpacked GEMM (gemm_tc.py) takes x and the weight: as the tensor-core
+    GEMV, and scales in x's dtype (its product is one rounding in that dtype)."""
+    return tensor_core_gemv_takes(dtype, w.num_bits) and w.scales.dtype == dtype
+
+
+def _in_k_order(x2: torch.Tensor, w: PreparedWeight) -> torch.Tensor:
+    """x's columns in the weight's k order: one gather, or a zero column appended first
+    when the k order has padding (K not a multiple of the block, padded act-order groups)."""
+    src, padded = w.k_order_sources
+    return (torch.nn.functional.pad(x2, (0, 1)) if padded else x2).index_select(1, src)
 
 
 def _launch_gemm_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
     """The bit-unpacked tiled GEMM (gemm_tc.py) over x permuted once into the weight's k order."""
-    if not unpacked_takes("tiled", x2.dtype, w):
+    if not unpacked_gemm_takes(x2.dtype, w):
         raise ValueError(f"the bit-unpacked GEMM takes float16 x, or bfloat16 x with 4-bit weights, with scales "
                          f"of x's dtype; got {x2.dtype} x, {w.num_bits}-bit weights, {w.scales.dtype} scales")
+    if cfg.block_m < 16 or cfg.block_n < 16:
+        raise ValueError(f"the bit-unpacked GEMM's tiles are at least 16 x 16 (tl.dot's minimum): {cfg}")
     m = x2.shape[0]
-    xk = torch.nn.functional.pad(x2, (0, 1)).index_select(1, w.k_order_sources)  # padding reads the zero column
+    xk = _in_k_order(x2, w)
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(w.n, cfg.block_n)
     splits, per, part, sem = _tile_splits(y, tiles, w.blocks, cfg.split)
     gemm_tc_kernel[(tiles, splits)](
@@ -197,7 +205,8 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
     if path == "gemv" and m != 1:
         raise ValueError(f"the gemv path takes one row of x, got {m}")
     launch = _launch_gemv if path == "gemv" else _launch_dot
-    tuner = None if config else tuner_for(path, unpacked_takes(path, x.dtype, w))
+    tuner = None if config else tuner_for(path, tensor_core_gemv_takes(x.dtype, w.num_bits),
+                                          unpacked_gemm_takes(x.dtype, w))
     # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements.
     step = max(1, (2**31 - 1) // max(w.k, w.n))
     with on_device(x, interp=interp):

@@ -62,15 +62,17 @@ class PreparedWeight:
                 self.scales.dtype)
 
     @cached_property
-    def k_order_sources(self) -> torch.Tensor:
-        """x's column at each position of the bit-unpacked GEMM's k order (gemm_tc.py), block
-        by block, with `perm` folded in; k (a zero column appended to x) at padding. Made on
-        first use (a prefill outside CUDA graph capture), int64 [k_padded]."""
+    def k_order_sources(self) -> tuple[torch.Tensor, bool]:
+        """(x's column at each position of the bit-unpacked GEMM's k order (gemm_tc.py), block
+        by block, with `perm` folded in, int64 [k_padded]; whether there is padding, whose
+        positions name column k, a zero column to append to x). Made on first use: call
+        `quant_matmul` once (the tuner does) before capturing a CUDA graph."""
         kb = block_columns(self.num_bits)
         cols = (torch.arange(self.blocks, device=self.device)[:, None] * kb
                 + k_order_columns(self.num_bits, self.device)[None, :]).reshape(-1)
         src = cols if self.perm is None else self.perm.to(torch.int64)[cols]
-        return torch.where((src < 0) | (src >= self.k), self.k, src)
+        pad = (src < 0) | (src >= self.k)
+        return torch.where(pad, self.k, src), bool(pad.any())
 
     @property
     def run(self) -> int:

@@ -130,12 +130,22 @@ TILED_TC = Tuner("tiled, bit-unpacked weight too", [
     Config(block_m=128, block_n=128, num_warps=8, num_stages=3, bit_unpack=True),
     Config(block_m=128, block_n=64, num_warps=4, num_stages=4, bit_unpack=True),
 ])
+# Split-K's rows (2-32) in the bit-unpacked GEMM with 16- or 32-row tiles: its unpacking
+# does not grow with the rows as the tensor-core GEMV's B columns do (sm_90, symmetric
+# 4-bit: 3.7 per weight at 127 registers, against 4.2 at 255 for 16-row GEMV tiles).
+SPLIT_K_UNPACKED = Tuner("split-k, tensor-core GEMV and bit-unpacked GEMM too", [
+    *SPLIT_K_TC.configs,
+    Config(block_m=16, block_n=64, num_warps=4, num_stages=4, bit_unpack=True),
+    Config(block_m=32, block_n=64, num_warps=4, num_stages=3, bit_unpack=True),
+])
 TUNERS = {"gemv": GEMV, "splitk": SPLIT_K, "tiled": TILED}
 
 
-def tuner_for(path: str, tensor_core_gemv: bool) -> Tuner:
-    """The tuner of a path; its list has the tensor-core GEMV (GEMV and split-K) or the
-    bit-unpacked GEMM (tiled) where they take the weight and x (`matmul.unpacked_takes`)."""
-    if tensor_core_gemv:
-        return {"gemv": GEMV_TC, "splitk": SPLIT_K_TC, "tiled": TILED_TC}[path]
-    return TUNERS[path]
+def tuner_for(path: str, tensor_core_gemv: bool, unpacked_gemm: bool) -> Tuner:
+    """The tuner of a path, with the tensor-core GEMV and the bit-unpacked GEMM in its list
+    where they take the weight and x (`matmul.tensor_core_gemv_takes`, `unpacked_gemm_takes`)."""
+    if path == "gemv":
+        return GEMV_TC if tensor_core_gemv else GEMV
+    if path == "splitk":
+        return SPLIT_K_UNPACKED if unpacked_gemm else SPLIT_K_TC if tensor_core_gemv else SPLIT_K
+    return TILED_TC if unpacked_gemm else TILED

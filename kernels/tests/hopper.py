@@ -95,7 +95,7 @@ def cases():
     from ctcodec_kernels.gemm_tc import gemm_tc_kernel
     from ctcodec_kernels.gemv import gemv_kernel
     from ctcodec_kernels.gemv_tc import gemv_tc_kernel
-    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, SPLIT_K_TC, TILED, TILED_TC
+    from ctcodec_kernels.tuning import GEMV, GEMV_TC, SPLIT_K, SPLIT_K_TC, SPLIT_K_UNPACKED, TILED, TILED_TC
 
     out = []
     # Every config once (4-bit, the heavier unpacking), and each kind of weight once.
@@ -134,7 +134,7 @@ def cases():
                     c.num_warps, c.num_stages))
     # The bit-unpacked tiled GEMM (x in the weight's k order): every config with the common
     # weight, each kind of weight with the first config.
-    unpacked = [c for c in TILED_TC.configs if c.bit_unpack]
+    unpacked = [c for c in TILED_TC.configs + SPLIT_K_UNPACKED.configs if c.bit_unpack]
     gemm_cases = [(4, False, 128, "fp16", c) for c in unpacked]
     gemm_cases += [(4, True, 128, "fp16", unpacked[0]), (4, True, 64, "fp16", unpacked[0]), (4, False, 32, "fp16", unpacked[0]),
                    (8, False, 128, "fp16", unpacked[0]), (8, True, 64, "fp16", unpacked[0]),

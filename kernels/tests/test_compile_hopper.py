@@ -131,3 +131,10 @@ def test_bit_unpacked_gemm_keeps_the_weight_in_registers(compiled):
     like = unpacked["tiled-unpacked b4 zp=True g64 fp16 64x64 w4 s3"]["instructions_per_weight"]
     tiled = compiled["tiled b4 fp16 64x128 w4 s3 fp16 dequant"]["instructions_per_weight"]
     assert like < 0.9 * tiled, (like, tiled)
+    # Split-K's rows in 16-row tiles: the unpacking does not grow with the rows, so fewer
+    # instructions per weight than the tensor-core GEMV's 16-row tiles (a B column per row
+    # and group) and split-K's decoded weight.
+    rows = unpacked["tiled-unpacked b4 zp=False g128 fp16 16x64 w4 s4"]["instructions_per_weight"]
+    gemv_rows = compiled["tc-gemv b4 zp=False perm=False g128 fp16 128 w4 rows 16"]["instructions_per_weight"]
+    split_k = min(row["instructions_per_weight"] for name, row in compiled.items() if name.startswith("splitk b4 fp16"))
+    assert rows < 0.95 * min(gemv_rows, split_k), (rows, gemv_rows, split_k)

@@ -16,9 +16,9 @@ from packing import QuantWeight, random_weight
 from reference import assert_matmul_close, same_bits
 
 import ctcodec_kernels as ck
-from ctcodec_kernels.matmul import choose_path, split_count, unpacked_takes
+from ctcodec_kernels.matmul import choose_path, split_count, tensor_core_gemv_takes, unpacked_gemm_takes
 from ctcodec_kernels.split_sum import COUNTERS, semaphores
-from ctcodec_kernels.tuning import SPLIT_K, TILED, TILED_TC, Config, tuner_for
+from ctcodec_kernels.tuning import SPLIT_K, SPLIT_K_TC, SPLIT_K_UNPACKED, TILED, TILED_TC, Config, tuner_for
 from ctcodec_kernels.word_packing import block_columns, k_order_columns
 
 PATH_ROWS = [("gemv", 1), ("splitk", 3), ("splitk", 17), ("tiled", 33)]
@@ -191,7 +191,7 @@ UNPACKED = Config(block_m=64, block_n=64, num_warps=4, num_stages=3, bit_unpack=
     (8, None, False, False, torch.float16),
     (4, 128, False, False, torch.bfloat16), (4, 32, True, True, torch.bfloat16), (4, None, True, False, torch.bfloat16),
 ])
-@pytest.mark.parametrize("m,split", [(40, True), (70, False)])
+@pytest.mark.parametrize("m,split", [(40, True), (70, False), (5, True)])
 def test_bit_unpacked_gemm(device, bits, group, asym, act_order, dtype, m, split):
     # The tiled path with the weight unpacked in registers (gemm_tc.py): every group layout
     # (scale rows per code pair, per half block, per block or more), zero points added into
@@ -199,7 +199,7 @@ def test_bit_unpacked_gemm(device, bits, group, asym, act_order, dtype, m, split
     # rows past a tile, K split across programs or not.
     qw = random_weight(m + bits + (group or 0), bits, 70, 600, group, asym=asym, act_order=act_order,
                        scale_dtype=dtype)
-    check(qw, _x(m, (m, 600), dtype), "tiled", device, replace(UNPACKED, split=split))
+    check(qw, _x(m, (m, 600), dtype), choose_path(m), device, replace(UNPACKED, block_m=16 if m <= 32 else 64, split=split))
 
 
 @pytest.mark.parametrize("config", [replace(UNPACKED, block_n=128, num_warps=8), replace(UNPACKED, block_m=128)])
@@ -211,14 +211,14 @@ def test_bit_unpacked_gemm_configs(device, config):
 @settings(max_examples=15, deadline=None)
 @given(bits=st.sampled_from([4, 8]), n=st.integers(1, 80), k=st.integers(1, 600),
        group=st.sampled_from([32, 64, 128, 256, 48, None]), asym=st.booleans(),
-       act_order=st.sampled_from([False, True, "uneven"]), m=st.integers(33, 80), bf16=st.booleans(),
+       act_order=st.sampled_from([False, True, "uneven"]), m=st.integers(2, 80), bf16=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_bit_unpacked_gemm_random_shapes(device, bits, n, k, group, asym, act_order, m, bf16, seed):
     dtype = torch.bfloat16 if bf16 and bits == 4 else torch.float16
     if group is None:
         act_order = False
     qw = random_weight(seed, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=dtype)
-    check(qw, _x(seed, (m, k), dtype), "tiled", device, UNPACKED)
+    check(qw, _x(seed, (m, k), dtype), choose_path(m), device, replace(UNPACKED, block_m=16 if m <= 32 else 64))
 
 
 @pytest.mark.parametrize("bits,dtype,scale_dtype", [(8, torch.bfloat16, torch.bfloat16),
@@ -230,9 +230,18 @@ def test_bit_unpacked_gemm_refuses_what_it_cannot_make_exact(device, bits, dtype
     qw = random_weight(18, bits, 16, 256, 128, scale_dtype=scale_dtype)
     args, kw = qw.prepare_args(device)
     w = ck.prepare(*args, **kw)
-    assert tuner_for("tiled", unpacked_takes("tiled", dtype, w)) is TILED
+    assert not unpacked_gemm_takes(dtype, w)
+    assert tuner_for("tiled", tensor_core_gemv_takes(dtype, bits), False) is TILED
     with pytest.raises(ValueError, match="bit-unpacked"):
         ck.quant_matmul(_x(18, (40, 256), dtype).to(device), w, path="tiled", config=UNPACKED)
+
+
+def test_bit_unpacked_gemm_refuses_tiles_under_16(device):
+    qw = random_weight(20, 4, 16, 256, 128, scale_dtype=torch.float16)
+    args, kw = qw.prepare_args(device)
+    with pytest.raises(ValueError, match="16 x 16"):
+        ck.quant_matmul(_x(20, (5, 256), torch.float16).to(device), ck.prepare(*args, **kw), path="splitk",
+                        config=replace(UNPACKED, block_m=8))
 
 
 def test_k_order_is_a_permutation_of_each_block():
@@ -290,9 +299,14 @@ def test_tiled_tuner_offers_the_bit_unpacked_gemm_after_the_tiled_kernel(device)
     qw = random_weight(19, 4, 16, 256, 128, scale_dtype=torch.float16)
     args, kw = qw.prepare_args(device)
     w = ck.prepare(*args, **kw)
-    tuner = tuner_for("tiled", unpacked_takes("tiled", torch.float16, w))
+    assert unpacked_gemm_takes(torch.float16, w)
+    tuner = tuner_for("tiled", True, True)
     assert tuner is TILED_TC and tuner.configs[0] == TILED.configs[0]  # untuned: the tiled kernel
     assert any(c.bit_unpack for c in tuner.configs)
+    rows = tuner_for("splitk", True, True)
+    assert rows is SPLIT_K_UNPACKED and rows.configs[0] == SPLIT_K.configs[0]
+    assert any(c.bit_unpack for c in rows.configs) and any(c.tensor_cores for c in rows.configs)
+    assert tuner_for("splitk", True, False) is SPLIT_K_TC  # scales of another dtype than x
 
 
 def test_path_choice_and_splits():
@@ -342,7 +356,7 @@ def test_tensor_core_paths_multiply_by_the_decoded_weight_bit_for_bit(device, pa
                        scale_range=scale_range)
     args, kw = qw.prepare_args(device)
     w = ck.prepare(*args, **kw)
-    if config is not None and config.bit_unpack and not unpacked_takes(path, dtype, w):
+    if config is not None and config.bit_unpack and not unpacked_gemm_takes(dtype, w):
         pytest.skip("8-bit codes with bf16 x: not taken by the bit-unpacked GEMM (see the refusal test)")
     y = ck.quant_matmul(torch.eye(k, dtype=dtype, device=device), w, path=path, config=config)
     assert same_bits(y.t().contiguous(), qw.decoded(dtype))
