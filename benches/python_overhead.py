@@ -111,7 +111,8 @@ def main() -> None:
                 "eager_us": per_call_us(after, x, args.calls, args.repeats),
                 "through_dispatcher_us": per_call_us(
                     lambda t: torch.ops.ctcodec.kernel_linear.default(
-                        t, after.qweight, after.scales, None, None, 4, after.kernel_group, args.n, args.k)
+                        t, after.qweight, after.scales, None, None, after.x_order, 4, after.kernel_group, args.n,
+                        args.k)
                     + after.bias, x, args.calls, args.repeats),
                 # What a dense layer's host side costs on this machine, for scale.
                 "dispatch_of_one_aten_op_us": per_call_us(lambda t: t.view(-1), x, args.calls, args.repeats),

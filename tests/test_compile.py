@@ -64,7 +64,7 @@ def test_kernel_layout_replaces_the_checkpoint_tensors(tiny, tmp_path):
     q_plain = plain.model.layers[0].self_attn.q_proj
     q_prepared = prepared.model.layers[0].self_attn.q_proj
     assert set(q_plain.parts()) >= {"weight_packed", "weight_scale"} and not q_plain.kernel_layout
-    assert set(q_prepared.parts()) == {"qweight", "scales"} and q_prepared.kernel_layout
+    assert set(q_prepared.parts()) == {"qweight", "scales", "x_order"} and q_prepared.kernel_layout
     assert torch.equal(q_plain.dequantize(), q_prepared.dequantize())
     ids = torch.randint(0, 1000, (1, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -1,19 +1,19 @@
-"""The prefill GEMM (M > 32) with the weight as the MMA's A operand straight from registers,
-unpacked by the tensor-core GEMV's bit tricks (gemv_tc.py) and scaled in fp16 before the
-dot: y^T = W x^T, tile by tile.
+"""The bit-unpacked GEMM (the tiled path, M > 32, and split-K's rows) with the weight as the
+MMA's A operand straight from registers, unpacked by the tensor-core GEMV's bit tricks
+(gemv_tc.py) and scaled in x's dtype before the dot: y^T = W x^T, tile by tile.
 
 Per pair of codes (one register): one LOP3 makes the fp16 (1024 + q, 1024 + q'), one
 HADD2 (HFMA2 for the codes at bit 4) subtracts 1024 + zp, one HMUL2 multiplies by the
 pair's scales. (q - zp) is exact and its product with an fp16 scale is one correctly
 rounded product, so the tile is ctcodec's decode bit for bit, as in the other
-tensor-core paths; bf16 likewise (4-bit codes). Scales of another dtype than x take the
-product in fp32, rounded once: the same bits, more instructions.
+tensor-core paths; bf16 likewise (4-bit codes). Scales must be in x's dtype (the tuner
+offers this kernel only then: matmul.unpacked_gemm_takes).
 
 The weight's codes reach the MMA in the GEMV's k order (gemv_tc._k_order), so x must be
 in that order too. Reading x that way inside the loop is a gather of 2-byte values; x is
-instead permuted once per call (`PreparedWeight.k_order_sources`, any act-order
-permutation folded in), and the kernel reads it as plain contiguous [BLOCK_M, KB] tiles that Triton
-pipelines through shared memory like any GEMM operand.
+instead permuted once per call through `PreparedWeight.x_order` (made at load time, any
+act-order permutation folded in), and the kernel reads it as plain contiguous
+[KB, BLOCK_M] tiles that Triton pipelines through shared memory like any GEMM operand.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def gemm_tc_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
     PARTIAL: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    # xk: x in the weight's k order (PreparedWeight.k_order_sources), NBLK * KB columns, zeros at padding.
+    # xk: x in the weight's k order (PreparedWeight.x_order), NBLK * KB columns, zeros at padding.
     PPW: tl.constexpr = 32 // BITS
     KB: tl.constexpr = 32 * PPW
     pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)

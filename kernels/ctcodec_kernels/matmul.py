@@ -93,8 +93,8 @@ def unpacked_gemm_takes(dtype: torch.dtype, w: PreparedWeight) -> bool:
 def _in_k_order(x2: torch.Tensor, w: PreparedWeight) -> torch.Tensor:
     """x's columns in the weight's k order: one gather, or a zero column appended first
     when the k order has padding (K not a multiple of the block, padded act-order groups)."""
-    src, padded = w.k_order_sources
-    return (torch.nn.functional.pad(x2, (0, 1)) if padded else x2).index_select(1, src)
+    padded = w.k_padded > w.k  # perm names each of the k columns once, so padding is the rest
+    return (torch.nn.functional.pad(x2, (0, 1)) if padded else x2).index_select(1, w.x_order_index())
 
 
 def _launch_gemm_tc(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:

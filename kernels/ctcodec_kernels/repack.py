@@ -42,6 +42,9 @@ class PreparedWeight:
     n: int
     k: int
     group: int  # kernel columns per scale row
+    # int32 [blocks * block_columns]: x's column at each position of the bit-unpacked GEMM's
+    # k order (gemm_tc.py), `perm` folded in, k at padding (a zero column appended to x).
+    x_order: torch.Tensor | None = None
 
     @property
     def blocks(self) -> int:
@@ -61,18 +64,15 @@ class PreparedWeight:
         return (self.n, self.k_padded, self.num_bits, self.group, self.zeros is not None, self.perm is not None,
                 self.scales.dtype)
 
-    @cached_property
-    def k_order_sources(self) -> tuple[torch.Tensor, bool]:
-        """(x's column at each position of the bit-unpacked GEMM's k order (gemm_tc.py), block
-        by block, with `perm` folded in, int64 [k_padded]; whether there is padding, whose
-        positions name column k, a zero column to append to x). Made on first use: call
-        `quant_matmul` once (the tuner does) before capturing a CUDA graph."""
-        kb = block_columns(self.num_bits)
-        cols = (torch.arange(self.blocks, device=self.device)[:, None] * kb
-                + k_order_columns(self.num_bits, self.device)[None, :]).reshape(-1)
-        src = cols if self.perm is None else self.perm.to(torch.int64)[cols]
-        pad = (src < 0) | (src >= self.k)
-        return torch.where(pad, self.k, src), bool(pad.any())
+    def x_order_index(self) -> torch.Tensor:
+        """`x_order`, made now if this weight was built without it (prepare makes it): not
+        during CUDA graph capture, where its values would not be computed until replay."""
+        if self.x_order is None:
+            if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError("ctcodec_kernels: this PreparedWeight has no x_order (made by prepare); it cannot "
+                                   "be made during CUDA graph capture")
+            self.x_order = x_order_of(self.num_bits, self.blocks, self.k, self.perm)
+        return self.x_order
 
     @property
     def run(self) -> int:
@@ -83,6 +83,16 @@ class PreparedWeight:
         return (f"PreparedWeight(n={self.n}, k={self.k}, num_bits={self.num_bits}, group={self.group}, "
                 f"zero_points={self.zeros is not None}, permuted={self.perm is not None}, "
                 f"scale_dtype={self.scales.dtype}, device={self.device})")
+
+
+def x_order_of(bits: int, blocks: int, k: int, perm: torch.Tensor | None) -> torch.Tensor:
+    """PreparedWeight.x_order: block by block, the k order's kernel columns
+    (word_packing.k_order_columns), through `perm` when there is one; k at padding."""
+    device = None if perm is None else perm.device
+    cols = (torch.arange(blocks, device=device)[:, None] * block_columns(bits)
+            + k_order_columns(bits, device)[None, :]).reshape(-1)
+    src = cols if perm is None else perm.to(torch.int64)[cols]
+    return torch.where((src < 0) | (src >= k), k, src).to(torch.int32)
 
 
 def _fail(msg: str) -> None:
@@ -200,7 +210,10 @@ def prepare(
         perm[positions] = sources.to(torch.int32)
     if device.type == "cuda":
         _make_split_counters(device)
-    return PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group)
+    x_order = x_order_of(num_bits, kp // block_columns(num_bits), k, perm)
+    if perm is None:
+        x_order = x_order.to(device)
+    return PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group, x_order)
 
 
 def _make_split_counters(device: torch.device) -> None:

@@ -38,7 +38,7 @@ def _pack_args(w, x):
 
 def _kernel_args(w, x):
     p = ck.prepare(*w.prepare_args()[0], **w.prepare_args()[1])
-    return (x, p.qweight, p.scales, p.zeros, p.perm, p.num_bits, p.group, p.n, p.k)
+    return (x, p.qweight, p.scales, p.zeros, p.perm, p.x_order, p.num_bits, p.group, p.n, p.k)
 
 
 @settings(max_examples=30, deadline=None)
@@ -50,7 +50,7 @@ def test_kernel_layout_decodes_to_the_checkpoint_weight(bits, n, k, group, asym,
         act_order = False
     w = random_weight(seed, bits, n, k, group, asym=asym, act_order=act_order)
     args = _kernel_args(w, None)[1:]
-    decoded = dequantize_kernel_layout(*args)
+    decoded = dequantize_kernel_layout(*args[:4], *args[5:])  # all but x_order (the GEMM's x permutation)
     assert decoded.dtype == w.scales.dtype and decoded.shape == (n, k)
     assert torch.equal(decoded, w.decoded(w.scales.dtype))
     t = w.tensors()
@@ -108,7 +108,8 @@ def test_compressed_linear_eager_gpu_path_calls_the_kernels_with_its_own_buffers
     x = torch.randn(2, w.k, generator=torch.Generator().manual_seed(6)).to(torch.float16).to(device)
     y = mod(x)
     p = mod.parts()
-    args = (x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"), 4, mod.kernel_group, w.n, w.k)
+    args = (x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"), p.get("x_order"), 4, mod.kernel_group, w.n,
+            w.k)
     assert torch.equal(y, _kernel_linear_cuda(*args) + mod.bias.to(torch.float16))
     first = mod._kernel_weight
     mod(x)

@@ -244,6 +244,22 @@ def test_bit_unpacked_gemm_refuses_tiles_under_16(device):
                         config=replace(UNPACKED, block_m=8))
 
 
+@pytest.mark.parametrize("k,group,act_order", [(512, 128, False), (300, 64, False), (600, 96, "uneven"),
+                                                (520, 128, True)])
+def test_x_order_is_made_at_preparation_and_names_every_column_once(device, k, group, act_order):
+    # The bit-unpacked GEMM's x permutation, made by prepare (load time, outside any CUDA
+    # graph): every column of x once, k (the appended zero column) at each padding position.
+    qw = random_weight(21, 4, 8, k, group, act_order=act_order, scale_dtype=torch.float16)
+    args, kw = qw.prepare_args(device)
+    w = ck.prepare(*args, **kw)
+    assert w.x_order is not None and w.x_order.dtype == torch.int32 and w.x_order.numel() == w.k_padded
+    order = w.x_order.cpu()
+    assert sorted(order[order < k].tolist()) == list(range(k))
+    assert int((order == k).sum()) == w.k_padded - k
+    bare = replace(w, x_order=None)  # built by hand without it: made on first use, the same
+    assert torch.equal(bare.x_order_index().cpu(), order)
+
+
 def test_k_order_is_a_permutation_of_each_block():
     for bits in (4, 8):
         cols = k_order_columns(bits)

@@ -109,7 +109,8 @@ class CompressedLinear(torch.nn.Module):
         for name in self._names:
             del self._buffers[name]
         self._names = []
-        for name, tensor in (("qweight", w.qweight), ("scales", w.scales), ("zeros", w.zeros), ("perm", w.perm)):
+        for name, tensor in (("qweight", w.qweight), ("scales", w.scales), ("zeros", w.zeros), ("perm", w.perm),
+                             ("x_order", w.x_order)):
             if tensor is not None:
                 self.set_part(name, tensor)
         self.kernel_group = w.group
@@ -128,7 +129,7 @@ class CompressedLinear(torch.nn.Module):
         if w is None or w.qweight is not b["qweight"] or w.scales is not b["scales"]:
             w = _kernels().PreparedWeight(b["qweight"], b["scales"], b.get("zeros"), b.get("perm"),
                                           self.params["num_bits"], self.out_features, self.in_features,
-                                          self.kernel_group)
+                                          self.kernel_group, b.get("x_order"))
             self._kernel_weight = w
         return w
 
@@ -154,8 +155,8 @@ class CompressedLinear(torch.nn.Module):
         if self.kind == "pack":
             n, k, bits = self.out_features, self.in_features, self.params["num_bits"]
             if self.kernel_layout:
-                y = call_kernel_linear(x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"), bits,
-                                       self.kernel_group, n, k)
+                y = call_kernel_linear(x, p["qweight"], p["scales"], p.get("zeros"), p.get("perm"),
+                                       p.get("x_order"), bits, self.kernel_group, n, k)
             else:
                 y = call_pack_linear(x, p["weight_packed"], p["weight_scale"], p.get("weight_zero_point"),
                                      p.get("weight_g_idx"), bits, self.params.get("group_size") or 0, n, k)

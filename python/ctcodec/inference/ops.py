@@ -72,46 +72,49 @@ def dequantize_kernel_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros:
     return dense
 
 
-def _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+def _kernel_linear_reference(x, qweight, scales, zeros, perm, x_order, num_bits, group, n, k):
     w = dequantize_kernel_layout(qweight, scales, zeros, perm, num_bits, group, n, k)
     return torch.nn.functional.linear(x, w.to(x.dtype))
 
 
-def _kernel_linear_cuda(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+def _kernel_linear_cuda(x, qweight, scales, zeros, perm, x_order, num_bits, group, n, k):
     import ctcodec_kernels
 
     # The kernels take half precision, and need Triton (the layout itself is plain torch).
     if x.dtype not in (torch.float16, torch.bfloat16) or not (ctcodec_kernels.available()
                                                                 or ctcodec_kernels.interpreting()):
-        return _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n, k)
+        return _kernel_linear_reference(x, qweight, scales, zeros, perm, x_order, num_bits, group, n, k)
     from ctcodec_kernels import PreparedWeight, quant_matmul
 
-    return quant_matmul(x, PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group))
+    return quant_matmul(x, PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group, x_order))
 
 
 @torch.library.custom_op("ctcodec::kernel_linear", mutates_args=())
 def kernel_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
-                  perm: Optional[torch.Tensor], num_bits: int, group: int, n: int, k: int) -> torch.Tensor:
-    """x Wᵀ for W in the kernels' layout (off CUDA: decoded in torch, then multiplied)."""
-    return _kernel_linear_reference(x, qweight, scales, zeros, perm, num_bits, group, n, k)
+                  perm: Optional[torch.Tensor], x_order: Optional[torch.Tensor], num_bits: int, group: int, n: int,
+                  k: int) -> torch.Tensor:
+    """x Wᵀ for W in the kernels' layout (off CUDA: decoded in torch, then multiplied).
+    `x_order` is PreparedWeight.x_order (made at load time; only some kernels read it)."""
+    return _kernel_linear_reference(x, qweight, scales, zeros, perm, x_order, num_bits, group, n, k)
 
 
 @kernel_linear.register_fake
-def _kernel_linear_shape(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+def _kernel_linear_shape(x, qweight, scales, zeros, perm, x_order, num_bits, group, n, k):
     return x.new_empty((*x.shape[:-1], n))
 
 
 kernel_linear.register_kernel("cuda")(_kernel_linear_cuda)
 
 
-def call_kernel_linear(x, qweight, scales, zeros, perm, num_bits, group, n, k):
+def call_kernel_linear(x, qweight, scales, zeros, perm, x_order, num_bits, group, n, k):
     """The op inside torch.compile (one opaque node, captured by CUDA graphs); in eager
     mode its implementation called directly: the dispatcher's way through a Python custom
     op costs more host time per call than the whole launch path (benches/python_overhead.py)."""
     if torch.compiler.is_compiling():
-        return torch.ops.ctcodec.kernel_linear.default(x, qweight, scales, zeros, perm, num_bits, group, n, k)
+        return torch.ops.ctcodec.kernel_linear.default(x, qweight, scales, zeros, perm, x_order, num_bits, group,
+                                                       n, k)
     impl = _kernel_linear_cuda if x.is_cuda else _kernel_linear_reference
-    return impl(x, qweight, scales, zeros, perm, num_bits, group, n, k)
+    return impl(x, qweight, scales, zeros, perm, x_order, num_bits, group, n, k)
 
 
 def call_pack_linear(x, weight_packed, weight_scale, weight_zero_point, weight_g_idx, num_bits, group_size, n, k):
