@@ -89,6 +89,28 @@ def test_the_ops_cuda_implementation_multiplies_by_the_decoded_weight(case, rows
         assert torch.equal(torch.ops.ctcodec.kernel_linear(*args), y)
 
 
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("rows", [7, 40])
+def test_the_ops_cuda_implementation_takes_the_bit_unpacked_gemm_with_its_x_order(case, rows, device, monkeypatch):
+    """With the tuner's pick made the bit-unpacked GEMM, the op's CUDA implementation runs it
+    on the x_order the op was given (made at load time), within the decoded weight's bound."""
+    from dataclasses import replace
+
+    from ctcodec_kernels import tuning
+
+    bits, n, k, group, asym, act_order = case
+    w = random_weight(5, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=torch.float16)
+    unpacked = next(c for c in tuning.TILED_TC.configs if c.bit_unpack)
+    for tuner in (tuning.SPLIT_K_UNPACKED, tuning.TILED_TC):  # the pick an untuned call makes: configs[0]
+        monkeypatch.setattr(tuner, "configs", [replace(unpacked, block_m=16 if rows <= 32 else 64)])
+        monkeypatch.setattr(tuner, "best", {})
+    x = (torch.randn(rows, k, generator=torch.Generator().manual_seed(4)) * 0.5).to(torch.float16).to(device)
+    args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in _kernel_args(w, x)]
+    assert args[5] is not None  # x_order
+    y = _kernel_linear_cuda(*args)
+    assert_matmul_close(y, x, w.decoded(torch.float16))
+
+
 def test_compressed_linear_eager_gpu_path_calls_the_kernels_with_its_own_buffers(monkeypatch, device):
     """CompressedLinear's eager path on a GPU (forced here: the interpreter on the CPU)
     gives the op's CUDA implementation's bits, builds its PreparedWeight once, and
