@@ -155,9 +155,10 @@ def check_correctness(device, n: int = 4096, k: int = 4096 + 64) -> list[str]:
                 x = torch.randn(m, k, device=device, dtype=torch.float16)
                 ref = x.float() @ dense.T
                 tuner = tuner_for(path, True, True)  # fp16 x and scales: the bit-unpacking kernels' lists too
-                # Zero points and act order: the first config, and the first tensor-core one.
+                # Zero points and act order: the first config, and the first of each other kind.
                 configs = tuner.configs if not asym else (
-                    tuner.configs[:1] + [c for c in tuner.configs[1:] if c.tensor_cores or c.bit_unpack][:1])
+                    tuner.configs[:1] + [c for c in tuner.configs[1:] if c.tensor_cores][:1]
+                    + [c for c in tuner.configs[1:] if c.bit_unpack][:1])
                 for cfg in configs:
                     try:
                         y = ck.quant_matmul(x, w, path=path, config=cfg).float()

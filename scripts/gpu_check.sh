@@ -5,9 +5,10 @@
 # whatever time is left; its rows are written as they come).
 #   bash scripts/gpu_check.sh OUT_DIR BUNDLE_DIR
 # BUNDLE_DIR holds small compressed checkpoints (tiny-*) and smollm2-config/config.json.
-# Stage limits (seconds, env): KERNEL_TESTS_S 180, BENCH_S 280, E2E_S 90, E2E_7B_S 200,
-# about 750 s in all. One device command may run 600 s at most, so run it as two calls:
-#   STAGES="tests bench" bash scripts/gpu_check.sh OUT BUNDLE      (~460 s)
+# Stage limits (seconds, env): FIRST_TESTS_S 90 then KERNEL_TESTS_S 180, BENCH_S 280,
+# E2E_S 90, E2E_7B_S 200, about 840 s in all (smaller limits fit a shorter loan). One
+# device command may run 600 s at most, so run it as two calls:
+#   STAGES="tests bench" bash scripts/gpu_check.sh OUT BUNDLE      (~550 s)
 #   STAGES="e2e e2e7b" bash scripts/gpu_check.sh OUT2 BUNDLE       (~290 s)
 # (STAGES defaults to all four.) The sm_90 compile test is left out here: it runs on any
 # machine (CI) and would only repeat.
@@ -22,6 +23,13 @@ STAGES=" ${STAGES:-tests bench e2e e2e7b} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 if want tests; then
 echo "== kernel tests"; SECONDS=0
+# First what only a GPU can check and has never run on one: the GPU's own fp16/bf16 products
+# in the bit-unpacked GEMM and the tensor-core GEMV (the interpreter computes them in fp32).
+# Their kernels stay in Triton's cache for the whole suite after.
+CTCODEC_KERNELS_TUNE=0 timeout "${FIRST_TESTS_S:-90}" python3 -m pytest -v kernels/tests/test_quant_matmul.py -p no:cacheprovider \
+  -k "bit_for_bit or bit_unpacked or tensor_core_gemv" > "$OUT/kernel-tests-first.log" 2>&1
+echo "first kernel tests passed: $(grep -c ' PASSED' "$OUT/kernel-tests-first.log"), failed: $(grep -cE ' (FAILED|ERROR)' "$OUT/kernel-tests-first.log")"
+grep -E ' (FAILED|ERROR)' "$OUT/kernel-tests-first.log" | head -10
 # -v: a line per test as it ends, so a run cut off by the limit still shows what passed.
 CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-180}" python3 -m pytest -v kernels/tests -p no:cacheprovider \
   --ignore kernels/tests/test_compile_hopper.py > "$OUT/kernel-tests.log" 2>&1

@@ -54,9 +54,7 @@ def _halves(t, DT: tl.constexpr):
 def _pair(words, p: tl.constexpr, ZERO: tl.constexpr, BITS: tl.constexpr, BF16: tl.constexpr,
           INTERPRET: tl.constexpr):
     """q - ZERO of codes p (low half) and p + PPW/2 (high half) of every word, exact in
-    fp16 (bf16 for BF16, 4-bit only), as a trailing axis of 2. ZERO is a constant or a
-    tensor of zero codes that broadcasts to that shape (in x's dtype; fp32 when
-    interpreting)."""
+    fp16 (bf16 for BF16, 4-bit only), as a trailing axis of 2."""
     if BF16:  # 0x4300 | q is the bf16 128 + q (7 fraction bits: 4-bit codes only)
         v = _halves(((words >> (p * 4)) & 0x000F000F) | 0x43004300, tl.bfloat16)
         if INTERPRET:  # no bf16 arithmetic there; exact either way (small integers)

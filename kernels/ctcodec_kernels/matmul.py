@@ -207,8 +207,9 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
     launch = _launch_gemv if path == "gemv" else _launch_dot
     tuner = None if config else tuner_for(path, tensor_core_gemv_takes(x.dtype, w.num_bits),
                                           unpacked_gemm_takes(x.dtype, w))
-    # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements.
-    step = max(1, (2**31 - 1) // max(w.k, w.n))
+    # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements
+    # (x in the bit-unpacked GEMM's k order has k_padded columns, k + 1 before the gather).
+    step = max(1, (2**31 - 1) // max(w.k_padded + 1, w.n))
     with on_device(x, interp=interp):
         for r0 in range(0, m, step):
             xs, ys = (x2, y) if m <= step else (x2[r0:r0 + step], y[r0:r0 + step])

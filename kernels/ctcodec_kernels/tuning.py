@@ -25,7 +25,7 @@ class Config:
     swap_ab: bool = False  # tensor-core paths: W x^T, the weight as the MMA's A operand
     dense: bool = False  # tiled path: decode the whole weight, then torch.matmul (cuBLAS)
     tensor_cores: bool = False  # GEMV and split-K: the tensor-core GEMV (gemv_tc.py), fp16 x or bf16 x with 4 bits
-    bit_unpack: bool = False  # tiled path: gemm_tc.py, the weight unpacked by bit tricks in registers (wgmma's A)
+    bit_unpack: bool = False  # tiled and split-K: gemm_tc.py, the weight bit-unpacked in registers (wgmma's A)
 
 
 def _tuning_switched_off() -> bool:

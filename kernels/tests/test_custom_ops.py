@@ -96,7 +96,7 @@ def test_the_ops_cuda_implementation_takes_the_bit_unpacked_gemm_with_its_x_orde
     on the x_order the op was given (made at load time), within the decoded weight's bound."""
     from dataclasses import replace
 
-    from ctcodec_kernels import tuning
+    from ctcodec_kernels import matmul, tuning
 
     bits, n, k, group, asym, act_order = case
     w = random_weight(5, bits, n, k, group, asym=asym, act_order=act_order, scale_dtype=torch.float16)
@@ -107,7 +107,11 @@ def test_the_ops_cuda_implementation_takes_the_bit_unpacked_gemm_with_its_x_orde
     x = (torch.randn(rows, k, generator=torch.Generator().manual_seed(4)) * 0.5).to(torch.float16).to(device)
     args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in _kernel_args(w, x)]
     assert args[5] is not None  # x_order
+    launched = []
+    real = matmul._launch_gemm_tc
+    monkeypatch.setattr(matmul, "_launch_gemm_tc", lambda *a: launched.append(a[1].x_order) or real(*a))
     y = _kernel_linear_cuda(*args)
+    assert len(launched) == 1 and launched[0] is args[5]  # that kernel, on the op's own x_order
     assert_matmul_close(y, x, w.decoded(torch.float16))
 
 

@@ -231,7 +231,7 @@ def test_bit_unpacked_gemm_refuses_what_it_cannot_make_exact(device, bits, dtype
     args, kw = qw.prepare_args(device)
     w = ck.prepare(*args, **kw)
     assert not unpacked_gemm_takes(dtype, w)
-    assert tuner_for("tiled", tensor_core_gemv_takes(dtype, bits), False) is TILED
+    assert tuner_for("tiled", tensor_core_gemv_takes(dtype, bits), unpacked_gemm_takes(dtype, w)) is TILED
     with pytest.raises(ValueError, match="bit-unpacked"):
         ck.quant_matmul(_x(18, (40, 256), dtype).to(device), w, path="tiled", config=UNPACKED)
 
