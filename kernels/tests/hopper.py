@@ -74,6 +74,18 @@ def main_loop(sass_text: str) -> str:
     return best
 
 
+# Integer/logic instructions, which sm_90 runs at half the issue rate (64 lanes per SM per
+# clock against 128 for fp32/fp16 FMA-pipe work and IMAD): a loop heavy in these is bound
+# by that pipe before it is bound by issue.
+_ALU_OPS = ("LOP3", "SHF", "IADD3", "PRMT", "ISETP", "SEL", "LEA", "PLOP3")
+
+
+def alu_count(sass_text: str) -> int:
+    """Instructions of the integer/logic pipe (_ALU_OPS) in a SASS listing."""
+    ops = re.findall(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", sass_text)
+    return sum(op in _ALU_OPS for op in ops)
+
+
 def instruction_count(sass_text: str) -> int:
     """Instructions in a SASS listing (nvdisasm prefixes each with its /*address*/)."""
     return sum(1 for line in sass_text.splitlines() if line.strip().startswith("/*"))
@@ -211,6 +223,7 @@ def main() -> int:
                 loop = instruction_count(body)
                 row.update(loop_instructions=loop, weights_per_thread=per_thread,
                            instructions_per_weight=round(loop / per_thread, 3),
+                           alu_per_weight=round(alu_count(body) / per_thread, 3),
                            loop_shared_stores=len(re.findall(r"\bSTS\b|\bSTS\.", body)),
                            loop_barriers=body.count("BAR.SYNC"))
         print(json.dumps(row), flush=True)
