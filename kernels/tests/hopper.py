@@ -215,6 +215,11 @@ def main() -> int:
                 row.update(split_fence="fence.acq_rel.gpu" in ptx,
                            split_atomic="atom.global.gpu.acq_rel.add" in ptx,
                            split_reads_l2="ld.global.cg" in ptx)
+            ptx = c.asm["ptx"]
+            # Packed half arithmetic that flushes subnormals (.ftz) would break the exact
+            # decode for tiny scales.
+            row.update(half_ops=len(re.findall(r"\b(?:add|sub|mul|fma)[.a-z]*\.b?f16x2\b", ptx)),
+                       half_ftz=bool(re.search(r"\b(?:add|sub|mul|fma)[.a-z]*\.ftz[.a-z]*\.b?f16x2\b", ptx)))
             row.update(cubin_bytes=len(c.asm["cubin"]), registers=registers(c),
                        wgmma="wgmma" in c.asm["ptx"], mma_sync="mma.sync" in c.asm["ptx"],
                        ldg128="LDG.E.128" in text, i2f="I2F" in text, local="STL" in text)

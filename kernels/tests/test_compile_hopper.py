@@ -138,3 +138,11 @@ def test_bit_unpacked_gemm_keeps_the_weight_in_registers(compiled):
     gemv_rows = compiled["tc-gemv b4 zp=False perm=False g128 fp16 128 w4 rows 16"]["instructions_per_weight"]
     split_k = min(row["instructions_per_weight"] for name, row in compiled.items() if name.startswith("splitk b4 fp16"))
     assert rows < 0.95 * min(gemv_rows, split_k), (rows, gemv_rows, split_k)
+
+
+def test_packed_half_arithmetic_keeps_subnormals(compiled):
+    # The fp16/bf16 unpacking and scaling (tensor-core GEMV, bit-unpacked GEMM, fp16
+    # dequantization) is exact only if subnormal scales and products survive: no .ftz.
+    half = {name: row for name, row in compiled.items() if row.get("half_ops")}
+    assert any(name.startswith("tiled-unpacked") for name in half) and any(n.startswith("tc-gemv") for n in half)
+    assert not [name for name, row in half.items() if row["half_ftz"]]
