@@ -119,9 +119,9 @@ def main() -> None:
             row["tokens_per_s_dense_graphs"] = generate_tokens_per_second(dense, ids)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        if args.json:  # after every model: a run cut off by its time limit keeps its rows
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@
 # whatever time is left; its rows are written as they come).
 #   bash scripts/gpu_check.sh OUT_DIR BUNDLE_DIR
 # BUNDLE_DIR holds small compressed checkpoints (tiny-*) and smollm2-config/config.json.
-# Stage limits (seconds, env): FIRST_TESTS_S 90 then KERNEL_TESTS_S 180, BENCH_S 280,
-# E2E_S 90, E2E_7B_S 200, about 840 s in all (smaller limits fit a shorter loan). One
-# device command may run 600 s at most, so run it as two calls:
-#   STAGES="tests bench" bash scripts/gpu_check.sh OUT BUNDLE      (~550 s)
-#   STAGES="e2e e2e7b" bash scripts/gpu_check.sh OUT2 BUNDLE       (~290 s)
+# Stage limits (seconds, env): FIRST_TESTS_S 60 then KERNEL_TESTS_S 120, BENCH_S 240,
+# E2E_S 90, E2E_7B_S 180: about 690 s in all, so that with a machine's start-up they fit a
+# 15-minute loan. Every stage logs as it goes, so one cut off by its limit keeps what it
+# measured. One device command may run 600 s at most, so run it as two calls:
+#   STAGES="tests bench" bash scripts/gpu_check.sh OUT BUNDLE      (~420 s)
+#   STAGES="e2e e2e7b" bash scripts/gpu_check.sh OUT2 BUNDLE       (~270 s)
 # (STAGES defaults to all four.) The sm_90 compile test is left out here: it runs on any
 # machine (CI) and would only repeat.
 set -u
@@ -26,12 +27,12 @@ echo "== kernel tests"; SECONDS=0
 # First what only a GPU can check and has never run on one: the GPU's own fp16/bf16 products
 # in the bit-unpacked GEMM and the tensor-core GEMV (the interpreter computes them in fp32).
 # Their kernels stay in Triton's cache for the whole suite after.
-CTCODEC_KERNELS_TUNE=0 timeout "${FIRST_TESTS_S:-90}" python3 -m pytest -v kernels/tests/test_quant_matmul.py -p no:cacheprovider \
+CTCODEC_KERNELS_TUNE=0 timeout "${FIRST_TESTS_S:-60}" python3 -m pytest -v kernels/tests/test_quant_matmul.py -p no:cacheprovider \
   -k "bit_for_bit or bit_unpacked or tensor_core_gemv" > "$OUT/kernel-tests-first.log" 2>&1
 echo "first kernel tests passed: $(grep -c ' PASSED' "$OUT/kernel-tests-first.log"), failed: $(grep -cE ' (FAILED|ERROR)' "$OUT/kernel-tests-first.log")"
 grep -E ' (FAILED|ERROR)' "$OUT/kernel-tests-first.log" | head -10
 # -v: a line per test as it ends, so a run cut off by the limit still shows what passed.
-CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-180}" python3 -m pytest -v kernels/tests -p no:cacheprovider \
+CTCODEC_KERNELS_TUNE=0 timeout "${KERNEL_TESTS_S:-120}" python3 -m pytest -v kernels/tests -p no:cacheprovider \
   --ignore kernels/tests/test_compile_hopper.py > "$OUT/kernel-tests.log" 2>&1
 echo "kernel tests passed: $(grep -c ' PASSED' "$OUT/kernel-tests.log"), failed: $(grep -cE ' (FAILED|ERROR)' "$OUT/kernel-tests.log")"
 grep -E ' (FAILED|ERROR)' "$OUT/kernel-tests.log" | head -20; tail -3 "$OUT/kernel-tests.log"
@@ -39,7 +40,7 @@ echo "kernel tests: ${SECONDS}s"
 fi
 if want bench; then
 echo "== benchmarks"; SECONDS=0
-timeout "${BENCH_S:-280}" python3 benches/bench_kernels.py --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -90
+timeout "${BENCH_S:-240}" python3 benches/bench_kernels.py --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -90
 echo "bench: ${SECONDS}s"
 fi
 if want e2e; then
@@ -47,9 +48,9 @@ echo "== end to end"; SECONDS=0
 timeout "${E2E_S:-90}" python3 benches/gpu_e2e.py "$BUNDLE"/tiny-* --random-from-config "$BUNDLE/smollm2-config" --compile --json "$OUT/e2e.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e.log"
 echo "e2e: ${SECONDS}s"
 fi
-if want e2e7b && [ "${E2E_7B_S:-200}" != 0 ]; then  # E2E_7B_S=0 skips it (timeout 0 would mean no limit)
+if want e2e7b && [ "${E2E_7B_S:-180}" != 0 ]; then  # E2E_7B_S=0 skips it (timeout 0 would mean no limit)
   echo "== end to end, Llama-7B shape (random weights: dense, W4A16, SpQR; eager and CUDA graphs; prefill 2048)"; SECONDS=0
-  timeout "${E2E_7B_S:-200}" python3 benches/gpu_e2e_7b.py --layers "${E2E_7B_LAYERS:-32}" --batches 1 16 --short 16 --long 48 \
+  timeout "${E2E_7B_S:-180}" python3 benches/gpu_e2e_7b.py --layers "${E2E_7B_LAYERS:-32}" --batches 1 16 --short 16 --long 48 \
     --json "$OUT/e2e-7b.json" 2>&1 | grep -v Warning | tail -12 | tee "$OUT/e2e-7b.log"
   echo "e2e 7b: ${SECONDS}s"
 fi
