@@ -122,6 +122,9 @@ def main() -> None:
         if args.json:  # after every model: a run cut off by its time limit keeps its rows
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
+    if args.json and not rows:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":
