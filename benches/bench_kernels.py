@@ -265,7 +265,7 @@ def bench_matmul(shapes, rows, device, l2, on_shape: Callable[[list], None] = la
                 entry_rows[m][label] = time_calls([lambda w=w: ck.quant_matmul(x, w, path=path, config=cfg)
                                                    for w in ws])
                 entry_rows[m][label.replace("_us", "_config")] = str(cfg)
-            entry_rows[m]["path"] = ck.choose_path(m)
+            entry_rows[m]["path"] = path
             r = entry_rows[m]
             extra = "".join(f"  {label} {r[label + '_us']:8.1f} us" for label in EXTRA_ROWS if label + "_us" in r)
             extra += "".join(f"  {label[3:-3]} {r[label]:.1f} us" for label, _ in lists)

@@ -92,8 +92,8 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    matmul._launch_gemv = lambda *a, **kw: None  # the launch itself, stubbed
-    matmul._launch_dot = lambda *a, **kw: None
+    for kernel in ("_launch_gemv", "_launch_dot", "_launch_gemv_tc", "_launch_gemm_tc"):
+        setattr(matmul, kernel, lambda *a, **kw: None)  # the launches themselves, stubbed
     torch.library.register_kernel("ctcodec::kernel_linear", "cpu", _kernel_linear_cuda)
     ops._kernel_linear_reference = _kernel_linear_cuda  # CPU tensors take the CUDA code path
     linear._kernels = lambda: ck  # and CompressedLinear's eager GPU path

@@ -40,10 +40,20 @@ def _optional(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
     return dummy if t is None else t
 
 
-def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
-    if cfg.tensor_cores:
+def _launch(path: str, x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
+    """The kernel a config names: its kind first (the tensor-core GEMV and the bit-unpacked
+    GEMM serve several paths), else the path's own kernel."""
+    if cfg.tensor_cores:  # exact (q - zp) products, scales per group partial sum, as the GEMV
         _launch_gemv_tc(x2, w, y, cfg, interp)
-        return
+    elif cfg.bit_unpack:
+        _launch_gemm_tc(x2, w, y, cfg, interp)
+    elif path == "gemv":
+        _launch_gemv(x2, w, y, cfg, interp)
+    else:
+        _launch_dot(x2, w, y, cfg, interp)
+
+
+def _launch_gemv(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
     grid = (triton.cdiv(w.n, cfg.block_n),)
     gemv_kernel[grid](
         x2, w.qweight, w.scales, _optional(w.zeros, w.qweight), _optional(w.perm, w.qweight), y,
@@ -149,12 +159,6 @@ def half_dequant(x: torch.Tensor, w: PreparedWeight) -> bool:
 
 
 def _launch_dot(x2: torch.Tensor, w: PreparedWeight, y: torch.Tensor, cfg: Config, interp: bool) -> None:
-    if cfg.tensor_cores:  # exact (q - zp) products, scales per group partial sum, as the GEMV
-        _launch_gemv_tc(x2, w, y, cfg, interp)
-        return
-    if cfg.bit_unpack:
-        _launch_gemm_tc(x2, w, y, cfg, interp)
-        return
     if cfg.dense:  # the decoded weight (ctcodec's decode, bit for bit) times x by torch
         torch.matmul(x2, dequantize(w, x2.dtype).t(), out=y)
         return
@@ -204,7 +208,6 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
         raise ValueError(f"unknown path {path!r} (one of {PATHS})")
     if path == "gemv" and m != 1:
         raise ValueError(f"the gemv path takes one row of x, got {m}")
-    launch = _launch_gemv if path == "gemv" else _launch_dot
     tuner = None if config else tuner_for(path, tensor_core_gemv_takes(x.dtype, w.num_bits),
                                           unpacked_gemm_takes(x.dtype, w))
     # Kernel offsets are 32-bit: rows go in chunks whose x and y stay under 2**31 elements
@@ -214,8 +217,8 @@ def quant_matmul(x: torch.Tensor, w: PreparedWeight, *, path: str | None = None,
         for r0 in range(0, m, step):
             xs, ys = (x2, y) if m <= step else (x2[r0:r0 + step], y[r0:r0 + step])
             cfg = config or tuner.pick(_tuning_key(path, xs.shape[0], w, xs),
-                                       lambda c: launch(xs, w, ys, c, interp))
-            launch(xs, w, ys, cfg, interp)
+                                       lambda c: _launch(path, xs, w, ys, c, interp))
+            _launch(path, xs, w, ys, cfg, interp)
     return y.reshape(*lead, w.n)
 
 

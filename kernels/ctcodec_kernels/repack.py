@@ -71,7 +71,7 @@ class PreparedWeight:
             if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
                 raise RuntimeError("ctcodec_kernels: this PreparedWeight has no x_order (made by prepare); it cannot "
                                    "be made during CUDA graph capture")
-            self.x_order = x_order_of(self.num_bits, self.blocks, self.k, self.perm)
+            self.x_order = x_order_of(self.num_bits, self.blocks, self.k, self.perm, self.device)
         return self.x_order
 
     @property
@@ -85,10 +85,9 @@ class PreparedWeight:
                 f"scale_dtype={self.scales.dtype}, device={self.device})")
 
 
-def x_order_of(bits: int, blocks: int, k: int, perm: torch.Tensor | None) -> torch.Tensor:
-    """PreparedWeight.x_order: block by block, the k order's kernel columns
+def x_order_of(bits: int, blocks: int, k: int, perm: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """PreparedWeight.x_order, on `device`: block by block, the k order's kernel columns
     (word_packing.k_order_columns), through `perm` when there is one; k at padding."""
-    device = None if perm is None else perm.device
     cols = (torch.arange(blocks, device=device)[:, None] * block_columns(bits)
             + k_order_columns(bits, device)[None, :]).reshape(-1)
     src = cols if perm is None else perm.to(torch.int64)[cols]
@@ -210,9 +209,7 @@ def prepare(
         perm[positions] = sources.to(torch.int32)
     if device.type == "cuda":
         _make_split_counters(device)
-    x_order = x_order_of(num_bits, kp // block_columns(num_bits), k, perm)
-    if perm is None:
-        x_order = x_order.to(device)
+    x_order = x_order_of(num_bits, kp // block_columns(num_bits), k, perm, device)
     return PreparedWeight(qweight, scales, zeros, perm, num_bits, n, k, group, x_order)
 
 
