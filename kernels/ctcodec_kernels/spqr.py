@@ -38,6 +38,9 @@ __all__ = ["PreparedSpqr", "SpqrConfig", "prepare_spqr", "spqr_matvec", "dequant
            "check_config", "geometry_of"]
 
 MAX_ROWS = 16  # rows of x one launch takes (the weight is read once for all of them)
+# Units per program of the x gathers ([codes, units] tiles of 1,024 elements at 32 codes):
+# several small programs, since a gather is latency, not bandwidth.
+GATHER_UNITS = 32
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,32 @@ def _ld(ptrs, ok, EVEN: tl.constexpr):
 
 
 @triton.jit
+def gathered_x(x_ptr, kperm_ptr, row, M, NU, stride_xm, C: tl.constexpr, BLOCK_U: tl.constexpr):
+    """(xv, c, u, u_ok): xv[c, u] = x[row, kperm[c, u]] in x's dtype for every code c of
+    the program's BLOCK_U units (0 for padding and for rows >= M), with the index tiles.
+    One 2-D load of kperm, then one of x: the kernels store only after every load is in
+    flight. A loop of a load, a dependent load and a store per code serializes all of them
+    (the stores may alias the loads), 2·C round trips to memory per call."""
+    tl.static_assert((C & (C - 1)) == 0, "codes per unit must be a power of two")
+    c = tl.arange(0, C)[:, None]
+    u = (tl.program_id(0) * BLOCK_U + tl.arange(0, BLOCK_U))[None, :]
+    u_ok = u < NU
+    col = tl.load(kperm_ptr + c * NU + u, mask=u_ok, other=-1)
+    live = (col >= 0) & (row + tl.zeros_like(col) < M)  # a tensor mask (the interpreter takes no scalar)
+    xv = tl.load(x_ptr + row * stride_xm + col, mask=live, other=0.0)
+    return xv, c, u, u_ok
+
+
+@triton.jit
+def _code_unscale(c, BITS: tl.constexpr, W: tl.constexpr, P: tl.constexpr):
+    """2**-v(c) as f32 for a tensor of code positions c: _unscale's factor (exact, made
+    from its exponent bits)."""
+    pos = tl.where(c < W * P, (c % P) * BITS, (c - W * P) * BITS)
+    v = tl.where(pos + BITS <= 23, pos, pos - 16)
+    return ((127 - v) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def gather_x_kernel(x_ptr, kperm_ptr, xk_ptr, xs_ptr, M, NU, stride_xm,
                     BITS: tl.constexpr, W: tl.constexpr, P: tl.constexpr, E: tl.constexpr, RUN: tl.constexpr,
                     BLOCK_U: tl.constexpr):
@@ -204,24 +233,12 @@ def gather_x_kernel(x_ptr, kperm_ptr, xk_ptr, xs_ptr, M, NU, stride_xm,
     C: tl.constexpr = W * P + E
     RUNS: tl.constexpr = C // RUN
     row = tl.program_id(1)
-    u = tl.program_id(0) * BLOCK_U + tl.arange(0, BLOCK_U)
-    u_ok = u < NU
-    row_live = row + tl.zeros([BLOCK_U], dtype=tl.int32)  # rows >= M gather nothing (zeros)
-    total = tl.zeros([BLOCK_U], dtype=tl.float32)
-    for c in tl.static_range(C):
-        col = tl.load(kperm_ptr + c * NU + u, mask=u_ok, other=-1)
-        xv = tl.load(x_ptr + row * stride_xm + col, mask=(col >= 0) & (row_live < M), other=0.0).to(tl.float32)
-        if c < W * P:
-            xs_c = _unscale(xv, (c % P) * BITS, BITS)
-        else:
-            xs_c = _unscale(xv, (c - W * P) * BITS, BITS)
-        tl.store(xk_ptr + (row * C + c) * NU + u, xs_c, mask=u_ok)
-        if c % RUN == 0:
-            total = xv
-        else:
-            total += xv
-        if (c + 1) % RUN == 0:
-            tl.store(xs_ptr + (row * RUNS + c // RUN) * NU + u, total, mask=u_ok)
+    xv, c, u, u_ok = gathered_x(x_ptr, kperm_ptr, row, M, NU, stride_xm, C, BLOCK_U)
+    xv = xv.to(tl.float32)
+    tl.store(xk_ptr + (row * C + c) * NU + u, xv * _code_unscale(c, BITS, W, P), mask=u_ok)
+    sums = tl.sum(tl.reshape(xv, [RUNS, RUN, BLOCK_U]), axis=1)
+    r = tl.arange(0, RUNS)[:, None]
+    tl.store(xs_ptr + (row * RUNS + r) * NU + u, sums, mask=u_ok)
 
 
 @triton.jit
@@ -449,7 +466,7 @@ def _launch(x2: torch.Tensor, w: PreparedSpqr, y: torch.Tensor, xk: torch.Tensor
         return
     g = w.geometry
     rows = x2.shape[0]
-    block_u = 64  # several small programs: this kernel is latency, not bandwidth
+    block_u = GATHER_UNITS
     gather_x_kernel[(triton.cdiv(w.nu, block_u), mb)](
         x2, w.kperm, xk, xs, rows, w.nu, x2.stride(0), BITS=g.bits, W=g.words, P=g.per_word, E=g.extra,
         RUN=g.run, BLOCK_U=block_u, num_warps=1 if interpreting() else 2)

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .dequant_math import exact_dot, round_to
-from .spqr import _extra_views, _tile_code, _tile_stats
+from .spqr import GATHER_UNITS, _extra_views, _tile_code, _tile_stats, gathered_x
 
 DOT_ROWS = 16  # x rows of the dot (tl.dot needs 16): fewer rows are padded with zeros
 
@@ -31,13 +31,8 @@ DOT_ROWS = 16  # x rows of the dot (tl.dot needs 16): fewer rows are padded with
 def gather_x_raw_kernel(x_ptr, kperm_ptr, xr_ptr, M, NU, stride_xm, C: tl.constexpr, BLOCK_U: tl.constexpr):
     """xr[m, c, u] = x[m, kperm[c, u]] in x's dtype; 0 for padding and rows m >= M."""
     row = tl.program_id(1)
-    u = tl.program_id(0) * BLOCK_U + tl.arange(0, BLOCK_U)
-    u_ok = u < NU
-    row_live = row + tl.zeros([BLOCK_U], dtype=tl.int32)
-    for c in tl.static_range(C):
-        col = tl.load(kperm_ptr + c * NU + u, mask=u_ok, other=-1)
-        xv = tl.load(x_ptr + row * stride_xm + col, mask=(col >= 0) & (row_live < M), other=0.0)
-        tl.store(xr_ptr + (row * C + c) * NU + u, xv, mask=u_ok)
+    xv, c, u, u_ok = gathered_x(x_ptr, kperm_ptr, row, M, NU, stride_xm, C, BLOCK_U)
+    tl.store(xr_ptr + (row * C + c) * NU + u, xv, mask=u_ok)
 
 
 @triton.jit
@@ -98,7 +93,7 @@ def launch_dot(x2, w, y, cfg, interp: bool) -> None:
     g = w.geometry
     rows = x2.shape[0]
     xr = torch.empty(DOT_ROWS, g.codes, w.nu, dtype=x2.dtype, device=x2.device)
-    block_u = 64
+    block_u = GATHER_UNITS
     gather_x_raw_kernel[(triton.cdiv(w.nu, block_u), DOT_ROWS)](
         x2, w.kperm, xr, rows, w.nu, x2.stride(0), C=g.codes, BLOCK_U=block_u, num_warps=1 if interp else 2)
     spqr_dot_kernel[(triton.cdiv(w.m, cfg.block_m),)](

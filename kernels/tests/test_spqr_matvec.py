@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -365,10 +366,54 @@ def test_geometry():
             assert g.codes * bits == 32 * g.words  # no wasted bit
             assert g.codes % g.run == 0 and g.group_cols >= beta2
             assert g.group_cols % g.codes == 0 or g.codes % g.group_cols == 0
+            assert g.codes & (g.codes - 1) == 0  # the gathers' [codes, units] tiles
             if beta2 == 16 and bits in (2, 3, 4):
                 assert g.group_cols == 16  # the common cases need no padding
     g3 = S.geometry_of(SpqrParams())
     assert (g3.words, g3.per_word, g3.extra, g3.runs) == (3, 10, 2, 2)
+
+
+def _view_bit(c: int, g) -> int:
+    """The bit of code c in the view the matvec reads it from (written out from the
+    layout: code c sits at bit p·b of its word, extra codes at bit e·b of the extra
+    string; a code ending above bit 23 is read from the view shifted down by 16)."""
+    pos = (c % g.per_word) * g.bits if c < g.words * g.per_word else (c - g.words * g.per_word) * g.bits
+    return pos if pos + g.bits <= 23 else pos - 16
+
+
+@pytest.mark.parametrize("bits,beta2,rows,mb", [(3, 16, 1, 1), (2, 16, 3, 4), (4, 8, 5, 8), (5, 48, 2, 2),
+                                                (7, 16, 1, 2), (8, 32, 16, 16), (1, 8, 1, 1)])
+def test_gathers_put_x_in_kernel_order(device, bits, beta2, rows, mb):
+    from ctcodec_kernels.spqr_dot import DOT_ROWS, gather_x_raw_kernel
+
+    params = SpqrParams(bits, 16, beta2, 3, 3, "float16", "csr")
+    w = ck.prepare_spqr(stored(params, random_output(params, 16, 150, seed=bits), device), params)
+    g = w.geometry
+    wide = torch.randn(DOT_ROWS, w.n + 7, generator=torch.Generator().manual_seed(beta2)).to(torch.float16)
+    x = wide[:rows, :w.n]  # a row stride that is not n
+    kp = w.kperm.cpu().long()
+    picked = torch.where(kp >= 0, x[:, kp.clamp(min=0)], torch.zeros(()))  # [rows, codes, NU]
+    grid = (-(-w.nu // S.GATHER_UNITS), mb)
+
+    xk = torch.full((mb, g.codes, w.nu), float("nan"), device=device)
+    xs = torch.full((mb, g.runs, w.nu), float("nan"), device=device)
+    S.gather_x_kernel[grid](x.to(device), w.kperm, xk, xs, rows, w.nu, wide.stride(0), BITS=g.bits, W=g.words,
+                            P=g.per_word, E=g.extra, RUN=g.run, BLOCK_U=S.GATHER_UNITS)
+    unscale = torch.tensor([2.0 ** -_view_bit(c, g) for c in range(g.codes)])[:, None]
+    want = torch.zeros(mb, g.codes, w.nu)
+    want[:rows] = picked.float() * unscale
+    assert same_bits(xk.cpu(), want)  # x times a power of two: exact
+    exact = picked.double().reshape(rows, g.runs, g.run, w.nu).sum(2)
+    size = picked.double().abs().reshape(rows, g.runs, g.run, w.nu).sum(2)
+    assert xs[rows:].eq(0).all()
+    assert ((xs[:rows].cpu().double() - exact).abs() <= g.run * 2.0**-24 * size).all()
+
+    xr = torch.full((DOT_ROWS, g.codes, w.nu), float("nan"), dtype=torch.float16, device=device)
+    gather_x_raw_kernel[(grid[0], DOT_ROWS)](x.to(device), w.kperm, xr, rows, w.nu, wide.stride(0), C=g.codes,
+                                             BLOCK_U=S.GATHER_UNITS)
+    raw = torch.zeros(DOT_ROWS, g.codes, w.nu, dtype=torch.float16)
+    raw[:rows] = picked
+    assert same_bits(xr.cpu(), raw)
 
 
 # ----------------------------------------------------------------------------------------
@@ -385,11 +430,11 @@ _THREE_BIT = dict(BITS=3, W=3, P=10, E=2, RUN=16, QS=3, QZ=3, BETA1=16)
 
 
 def _hopper_cases(everything: bool):
-    cases = [("gather_x", S.gather_x_kernel, dict(BITS=3, W=3, P=10, E=2, RUN=16, BLOCK_U=64), 2, 1),
+    cases = [("gather_x", S.gather_x_kernel, dict(BITS=3, W=3, P=10, E=2, RUN=16, BLOCK_U=S.GATHER_UNITS), 2, 1),
              ("dequant", S.spqr_dequant_kernel, dict(**_THREE_BIT, BLOCK_M=16, BLOCK_U=64, INTERPRET=False), 4, 1)]
     from ctcodec_kernels.spqr_dot import gather_x_raw_kernel, spqr_dot_kernel
 
-    cases.append(("gather_x_raw", gather_x_raw_kernel, dict(C=32, BLOCK_U=64), 2, 1))
+    cases.append(("gather_x_raw", gather_x_raw_kernel, dict(C=32, BLOCK_U=S.GATHER_UNITS), 2, 1))
     for cfg in S.TENSOR_CORE_CONFIGS:
         consts = dict(**_THREE_BIT, BLOCK_M=cfg.block_m, BLOCK_U=cfg.block_u, OCH=cfg.outlier_chunk, INTERPRET=False,
                       _weights_per_thread=cfg.block_m * cfg.block_u * 32 // (32 * cfg.num_warps))
@@ -430,6 +475,7 @@ def hopper_main(everything: bool) -> int:
             row.update(registers=registers(c), ldg128="LDG.E.128" in text, i2f="I2F" in loop, local="STL" in text,
                        loop_shared=any(op in loop for op in ("BAR.SYNC", "STS", "LDS")),
                        mma="HMMA" in loop or "HGMMA" in loop,
+                       load_after_store=bool(re.search(r"\bSTG\b.*\bLDG\b", re.sub(r"\s+", " ", text))),
                        loop_instructions=instruction_count(loop))
         print(json.dumps(row), flush=True)
     return 0
@@ -459,6 +505,8 @@ def test_compiles_for_hopper(compiled):
             # 3 bits: ~4.5-5 instructions per weight in the main loop with triton 3.9 (a layout
             # conversion or a constant re-made per code would add one or more per weight)
             assert 0 < row["loop_instructions"] <= 5.5 * row["weights_per_thread"], row
+        if name.startswith("gather"):  # every load in flight before the first store
+            assert not row["load_after_store"], row
         if name.startswith("dot "):  # the tensor-core SpQR kernel: MMAs in its loop, no spills
             assert row["mma"] and not row["local"], row
 
