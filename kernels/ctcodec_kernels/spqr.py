@@ -451,7 +451,10 @@ def dequantize_spqr(w: PreparedSpqr, dtype: torch.dtype = torch.bfloat16) -> tor
             **({} if interpreting() else {"enable_fp_fusion": False}),
         )
     if w.nnz:
-        rows = torch.repeat_interleave(torch.arange(w.m, device=w.device), w.o_offsets.diff().to(torch.int64))
+        # output_size: the count is known on the host, so the device is not asked for it
+        # (a sync per call on the prefill path, and no CUDA graph capture without it).
+        rows = torch.repeat_interleave(torch.arange(w.m, device=w.device), w.o_offsets.diff().to(torch.int64),
+                                       output_size=w.nnz)
         cols = w.o_cols.to(torch.int64) & 0xFFFF
         out[rows, cols] = w.o_values.to(dtype)
     return out

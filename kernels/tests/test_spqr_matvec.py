@@ -373,6 +373,24 @@ def test_geometry():
     assert (g3.words, g3.per_word, g3.extra, g3.runs) == (3, 10, 2, 2)
 
 
+def test_dequantize_asks_the_device_for_no_size(device, monkeypatch):
+    """The outliers' rows are expanded with the count the host knows (no device-to-host
+    sync per prefill call); the result is the decoder's (test_dequantize_matches_ctcodec)."""
+    params, out = _case(0)
+    w = ck.prepare_spqr(stored(params, out, device), params)
+    assert w.nnz > 0
+    calls = []
+    real = torch.repeat_interleave
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("output_size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "repeat_interleave", spy)
+    ck.dequantize_spqr(w, torch.float16)
+    assert calls == [w.nnz]
+
+
 def _view_bit(c: int, g) -> int:
     """The bit of code c in the view the matvec reads it from (written out from the
     layout: code c sits at bit p·b of its word, extra codes at bit e·b of the extra
