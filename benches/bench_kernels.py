@@ -19,7 +19,8 @@ an H100, most of it compiling and tuning the kernels once per shape):
 Extra contenders plug in with `register_row` (and their correctness check with
 `register_check`); see their docstrings. Registered here: `spqr3`, ctcodec's SpQR at 3
 bits, beta1 = beta2 = 16, 1% outliers, random permutation (spqr_matvec, M <= 16), timed
-like the other rows (compare with torch_fp16_us), and checked before the timings.
+like the other rows (compare with torch_fp16_us), and checked before the timings; and
+`spqr3_gather`, its first launch alone (x gathered into the kernel's column order).
 """
 
 from __future__ import annotations
@@ -488,7 +489,26 @@ def _spqr_row(n: int, k: int, m: int, copies: int, device):
     return [lambda w=w: ck.spqr_matvec(x, w) for w in ws]
 
 
+def _spqr_gather_row(n: int, k: int, m: int, copies: int, device):
+    """The SpQR matvec's first launch alone (x gathered into kernel column order; it does
+    not depend on n): how much of spqr3_us is that fixed cost (M <= 16)."""
+    import torch
+
+    import ctcodec_kernels as ck
+    from ctcodec_kernels import spqr as S
+
+    if m > 16:
+        return None
+    w = ck.prepare_spqr(spqr_stored(64, k, device, seed=k), SPQR_PARAMS)
+    mb = 1 << (m - 1).bit_length()
+    x = torch.randn(m, k, device=device, dtype=torch.float16)
+    xk = torch.empty(mb, w.geometry.codes, w.nu, device=device)
+    xs = torch.empty(mb, w.geometry.runs, w.nu, device=device)
+    return [lambda: S.gather_x(x, w, xk, xs, mb)] * 2
+
+
 register_row("spqr3", _spqr_row)
+register_row("spqr3_gather", _spqr_gather_row)
 register_check("spqr3", check_spqr)
 
 

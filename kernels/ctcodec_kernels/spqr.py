@@ -460,6 +460,15 @@ def dequantize_spqr(w: PreparedSpqr, dtype: torch.dtype = torch.bfloat16) -> tor
     return out
 
 
+def gather_x(x2: torch.Tensor, w: PreparedSpqr, xk: torch.Tensor, xs: torch.Tensor, mb: int) -> None:
+    """The matvec's first launch: xk [mb, codes, nu] and xs [mb, runs, nu] (f32) from the
+    rows of x2 [rows <= mb, n] (see gather_x_kernel). Timed on its own by the bench."""
+    g = w.geometry
+    gather_x_kernel[(triton.cdiv(w.nu, GATHER_UNITS), mb)](
+        x2, w.kperm, xk, xs, x2.shape[0], w.nu, x2.stride(0), BITS=g.bits, W=g.words, P=g.per_word, E=g.extra,
+        RUN=g.run, BLOCK_U=GATHER_UNITS, num_warps=1 if interpreting() else 2)
+
+
 def _launch(x2: torch.Tensor, w: PreparedSpqr, y: torch.Tensor, xk: torch.Tensor, xs: torch.Tensor,
             cfg: SpqrConfig, mb: int) -> None:
     if cfg.tensor_cores:
@@ -469,10 +478,7 @@ def _launch(x2: torch.Tensor, w: PreparedSpqr, y: torch.Tensor, xk: torch.Tensor
         return
     g = w.geometry
     rows = x2.shape[0]
-    block_u = GATHER_UNITS
-    gather_x_kernel[(triton.cdiv(w.nu, block_u), mb)](
-        x2, w.kperm, xk, xs, rows, w.nu, x2.stride(0), BITS=g.bits, W=g.words, P=g.per_word, E=g.extra,
-        RUN=g.run, BLOCK_U=block_u, num_warps=1 if interpreting() else 2)
+    gather_x(x2, w, xk, xs, mb)
     spqr_matvec_kernel[(triton.cdiv(w.m, cfg.block_m),)](
         xk, xs, x2, w.codes, w.stats, w.second_order, w.o_offsets, w.o_cols, w.o_delta, y,
         rows, w.m, x2.stride(0), y.stride(0), NU=w.nu,
