@@ -61,6 +61,24 @@ def registers(compiled) -> int:
     return int(m.group(1)) if m else -1
 
 
+def compiled_rows(script: Path, *args: str) -> dict[str, dict]:
+    """For a test fixture: runs `script` (one JSON row per compiled case on stdout) in a
+    subprocess without TRITON_INTERPRET, and returns its rows by name. Fails the test when
+    it fails; skips it when this triton has no explicit-target API."""
+    import pytest
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
+                       timeout=600, cwd=Path(__file__).resolve().parent)
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    if r.returncode != 0 or not rows:
+        pytest.fail(f"{script.name} {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    api = [row for row in rows if "api_error" in row]
+    if api:
+        pytest.skip(f"this triton cannot compile for an explicit target here: {api[0]['api_error']}")
+    return {row["name"]: row for row in rows}
+
+
 def main_loop(sass_text: str) -> str:
     """The SASS of the longest loop (a backward branch to a label)."""
     lines = sass_text.splitlines()

@@ -8,9 +8,6 @@ imported under TRITON_INTERPRET cannot be compiled."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,20 +15,13 @@ import pytest
 
 pytest.importorskip("triton")
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from hopper import compiled_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def compiled() -> dict[str, dict]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, str(HERE / "hopper.py")], env=env, capture_output=True, text=True,
-                       timeout=600)
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    if r.returncode != 0 or not rows:
-        pytest.fail(f"hopper.py failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    api = [row for row in rows if "api_error" in row]
-    if api:
-        pytest.skip(f"this triton cannot compile for an explicit target here: {api[0]['api_error']}")
-    return {row["name"]: row for row in rows}
+    return compiled_rows(HERE / "hopper.py")
 
 
 def test_every_kernel_compiles(compiled):

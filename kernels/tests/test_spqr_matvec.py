@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -502,16 +501,9 @@ def hopper_main(everything: bool) -> int:
 @pytest.fixture(scope="module")
 def compiled() -> dict[str, dict]:
     pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, __file__, "--hopper"], env=env, capture_output=True, text=True,
-                       timeout=600, cwd=HERE)
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    if r.returncode != 0 or not rows:
-        pytest.fail(f"hopper compile failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    api = [row for row in rows if "api_error" in row]
-    if api:
-        pytest.skip(f"this triton cannot compile for an explicit target here: {api[0]['api_error']}")
-    return {row["name"]: row for row in rows}
+    from hopper import compiled_rows
+
+    return compiled_rows(Path(__file__), "--hopper")
 
 
 def test_compiles_for_hopper(compiled):
