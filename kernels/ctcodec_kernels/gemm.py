@@ -113,8 +113,6 @@ def dot_kernel(
     # tl.dot instead of PPW dots of K = 32 (fewer again on mma.sync; the split-K configs).
     # SWAP_AB (tiled configs): accumulates the transposed tile, W x^T, so the dequantized
     # weight feeds wgmma from registers and never goes through shared memory.
-    PPW: tl.constexpr = 32 // BITS
-    KB: tl.constexpr = 32 * PPW
     pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
