@@ -500,7 +500,7 @@ def _spqr_gather_row(n: int, k: int, m: int, copies: int, device):
     if m > 16:
         return None
     w = ck.prepare_spqr(spqr_stored(64, k, device, seed=k), SPQR_PARAMS)
-    mb = 1 << (m - 1).bit_length()
+    mb = S._bucket(m)  # the matvec's bucket of x rows
     x = torch.randn(m, k, device=device, dtype=torch.float16)
     xk = torch.empty(mb, w.geometry.codes, w.nu, device=device)
     xs = torch.empty(mb, w.geometry.runs, w.nu, device=device)

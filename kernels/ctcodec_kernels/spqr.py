@@ -217,7 +217,9 @@ def gathered_x(x_ptr, kperm_ptr, row, M, NU, stride_xm, C: tl.constexpr, BLOCK_U
 @triton.jit
 def _code_unscale(c, BITS: tl.constexpr, W: tl.constexpr, P: tl.constexpr):
     """2**-v(c) as f32 for a tensor of code positions c: _unscale's factor (exact, made
-    from its exponent bits)."""
+    from its exponent bits). The view rule is _scaled_code's, here on tensors (there the
+    position is a constexpr that picks the view); if the two disagree, the matvec's
+    products are off by a power of two (test_matvec_within_bound)."""
     pos = tl.where(c < W * P, (c % P) * BITS, (c - W * P) * BITS)
     v = tl.where(pos + BITS <= 23, pos, pos - 16)
     return ((127 - v) << 23).to(tl.float32, bitcast=True)

@@ -93,9 +93,8 @@ def launch_dot(x2, w, y, cfg, interp: bool) -> None:
     g = w.geometry
     rows = x2.shape[0]
     xr = torch.empty(DOT_ROWS, g.codes, w.nu, dtype=x2.dtype, device=x2.device)
-    block_u = GATHER_UNITS
-    gather_x_raw_kernel[(triton.cdiv(w.nu, block_u), DOT_ROWS)](
-        x2, w.kperm, xr, rows, w.nu, x2.stride(0), C=g.codes, BLOCK_U=block_u, num_warps=1 if interp else 2)
+    gather_x_raw_kernel[(triton.cdiv(w.nu, GATHER_UNITS), DOT_ROWS)](
+        x2, w.kperm, xr, rows, w.nu, x2.stride(0), C=g.codes, BLOCK_U=GATHER_UNITS, num_warps=1 if interp else 2)
     spqr_dot_kernel[(triton.cdiv(w.m, cfg.block_m),)](
         xr, x2, w.codes, w.stats, w.second_order, w.o_offsets, w.o_cols, w.o_delta, y,
         rows, w.m, w.nu, x2.stride(0), y.stride(0),
